@@ -1,0 +1,48 @@
+"""The status vocabulary shared by the local controller and the operator.
+
+One set of states, condition types and reasons, so ``mcp-fleet status``, the
+status file, the router's ``/api/status`` and ``MCPServer.status`` all say the
+same thing in the same words.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Final
+
+
+class ServerState(str, Enum):
+    """Where a server is in its life, as ``mcp-fleet status`` shows it."""
+
+    PENDING = "Pending"  # wanted, not started yet (or waiting for backoff)
+    STARTING = "Starting"  # started, MCP initialize not yet answered
+    READY = "Ready"  # answered an MCP initialize: clients can use it
+    FAILED = "Failed"  # cannot run as configured (missing secret, no image...)
+    CRASHLOOP = "CrashLoop"  # keeps exiting; restarts are backed off
+    STOPPED = "Stopped"  # disabled, or on-demand and idle
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(str, Enum):
+    """Kubernetes-style condition types."""
+
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+# Reasons: CamelCase, stable, documented in README's status section.
+REASON_INITIALIZED: Final = "Initialized"
+REASON_STARTING: Final = "Starting"
+REASON_PROBE_FAILED: Final = "ProbeFailed"
+REASON_MISSING_SECRET: Final = "MissingSecret"
+REASON_UNKNOWN_SERVER: Final = "UnknownServer"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_IMAGE_UNAVAILABLE: Final = "ImageUnavailable"
+REASON_RUNTIME_UNSUPPORTED: Final = "RuntimeUnsupported"
+REASON_CRASHLOOP: Final = "CrashLoopBackOff"
+REASON_EXITED: Final = "Exited"
+REASON_DISABLED: Final = "Disabled"
+REASON_IDLE: Final = "ScaledToZero"
+REASON_CONFIG_CHANGED: Final = "ConfigChanged"
+REASON_RUNTIME_ERROR: Final = "RuntimeError"
