@@ -7,6 +7,7 @@ here, and a rename is one edit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Final
 
 #: Environment variable that overrides the default fleet directory.
 ENV_HOME: Final = "MCP_FLEET_HOME"
+#: Environment variable that overrides the fleet name used in ownership labels.
+ENV_FLEET_NAME: Final = "MCP_FLEET_NAME"
 #: Default fleet directory when neither ``--dir`` nor ``MCP_FLEET_HOME`` is given.
 DEFAULT_HOME: Final = Path("~/.mcp-fleet")
 
@@ -84,3 +87,19 @@ def fleet_home(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return DEFAULT_HOME.expanduser()
+
+
+def fleet_name(home: Path) -> str:
+    """The fleet's name in ownership labels: ``MCP_FLEET_NAME``, else derived from the path.
+
+    Derived as ``<dir name>-<8 hex of the absolute path>`` so two fleet
+    directories on one machine never adopt or remove each other's containers,
+    and the same directory always gets the same name across restarts.
+    """
+    override = os.environ.get(ENV_FLEET_NAME)
+    if override:
+        return override
+    resolved = str(home.expanduser().resolve())
+    digest = hashlib.sha256(resolved.encode()).hexdigest()[:8]
+    base = re.sub(r"[^a-z0-9-]+", "-", home.expanduser().resolve().name.lower()).strip("-")
+    return f"{base or 'fleet'}-{digest}"
