@@ -43,6 +43,24 @@ K8S_VERSION: Final = "v1alpha1"
 K8S_LABEL_FLEET: Final = "mcp-fleet.dev/fleet"
 K8S_LABEL_SERVER: Final = "mcp-fleet.dev/server"
 K8S_ANNOTATION_CONFIG_HASH: Final = "mcp-fleet.dev/config-hash"
+K8S_KIND: Final = "MCPServer"
+K8S_PLURAL: Final = "mcpservers"
+#: Hash of one child manifest as the operator last applied it (skip unchanged children).
+K8S_ANNOTATION_APPLIED_HASH: Final = "mcp-fleet.dev/applied-hash"
+#: Set by the router when it needs an on-demand server (RFC 3339 time): resets the idle clock.
+K8S_ANNOTATION_LAST_ACTIVITY: Final = "mcp-fleet.dev/last-activity"
+#: Field manager (server-side apply) and ``app.kubernetes.io/managed-by`` of operator children.
+K8S_MANAGER: Final = "mcp-fleet-operator"
+#: ``app.kubernetes.io/part-of`` on everything the chart and the operator create.
+K8S_PART_OF: Final = "mcp-fleet"
+#: ``app.kubernetes.io/component`` values: server pods, the router, the operator.
+K8S_COMPONENT_SERVER: Final = "mcp-server"
+K8S_COMPONENT_ROUTER: Final = "router"
+K8S_COMPONENT_OPERATOR: Final = "operator"
+#: Port the bridge (or an HTTP server) listens on in a pod unless the spec says otherwise.
+K8S_DEFAULT_PORT: Final = 8080
+#: Environment variable naming the image that carries ``mcp-fleet bridge`` (sidecar mode).
+ENV_BRIDGE_IMAGE: Final = "MCP_FLEET_BRIDGE_IMAGE"
 
 #: MCP tool and prompt names the router advertises must match this.
 TOOL_NAME_RE: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

@@ -24,6 +24,15 @@ class StreamClosed(Exception):
     """The peer went away (EOF, process exit, container gone)."""
 
 
+class MessageTooLarge(StreamClosed):
+    """One message exceeded the stream's limit and was discarded.
+
+    A subclass of ``StreamClosed`` so callers that only know that one treat it
+    as fatal; a caller that catches it first may go on receiving: the
+    oversized line has been skipped, the stream is still usable.
+    """
+
+
 @runtime_checkable
 class MessageStream(Protocol):
     """A bidirectional stream of JSON-RPC messages (one JSON document each)."""
@@ -42,8 +51,10 @@ class NewlineStream:
     """MCP's stdio framing over asyncio streams: one JSON message per line.
 
     Used for child processes (their pipes) and anywhere else bytes arrive as
-    newline-delimited JSON. Blank lines are skipped; a line longer than
-    ``MAX_MESSAGE_BYTES`` closes the stream rather than exhausting memory.
+    newline-delimited JSON. Blank lines are skipped; a line longer than the
+    reader's limit (set where the reader is made, up to ``MAX_MESSAGE_BYTES``)
+    is read and thrown away piece by piece, so memory stays bounded, and
+    ``MessageTooLarge`` is raised; the stream stays usable after it.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -72,13 +83,41 @@ class NewlineStream:
                     return exc.partial.strip()
                 raise StreamClosed("end of stream") from exc
             except asyncio.LimitOverrunError as exc:
-                self._closed = True
-                raise StreamClosed(f"message larger than the stream limit ({exc})") from exc
+                dropped = await self._discard_line(exc.consumed)
+                raise MessageTooLarge(
+                    f"message of more than {dropped} bytes exceeds the stream limit; skipped"
+                ) from exc
             except ConnectionError as exc:
                 raise StreamClosed(str(exc)) from exc
             line = line.strip()
             if line:
                 return line
+
+    def send_nowait(self, message: bytes) -> int:
+        """Queue one message without waiting for the peer to read it.
+
+        Returns how many bytes are still buffered towards the peer, so a
+        caller can refuse more work for a peer that stopped reading instead
+        of blocking on it. Raises ``StreamClosed`` when the peer is gone.
+        """
+        if self._closed or self._writer.is_closing():
+            self._closed = True
+            raise StreamClosed("stream closed")
+        self._writer.write(message + b"\n")
+        return self._writer.transport.get_write_buffer_size()
+
+    async def _discard_line(self, consumed: int) -> int:
+        """Drop the rest of an oversized line; returns how many bytes were dropped."""
+        dropped = 0
+        while True:
+            try:
+                dropped += len(await self._reader.readexactly(max(consumed, 1)))
+                dropped += len(await self._reader.readuntil(b"\n"))
+                return dropped
+            except asyncio.LimitOverrunError as more:
+                consumed = more.consumed
+            except asyncio.IncompleteReadError as exc:
+                raise StreamClosed("end of stream inside an oversized message") from exc
 
     async def aclose(self) -> None:
         if self._closed:

@@ -1,0 +1,490 @@
+"""The ``Controller``: a level-triggered reconcile loop over one fleet directory.
+
+API (what ``mcp-fleet controller``, ``mcp-fleet up`` and the router use)::
+
+    table = EndpointTable()
+    runtimes = build_runtimes(RuntimeKind.PROCESS, fleet=fleet_name(files.home),
+                              state_dir=files.state_dir)
+    controller = Controller(files, runtimes, table, resync_seconds=30.0, watch=True)
+    snapshot = await controller.reconcile_once()  # converge once, return the status
+    task = asyncio.create_task(controller.run())  # keep converging until cancelled
+    controller.status()                           # the latest StatusSnapshot
+    controller.wake()                             # ask for a pass now
+    task.cancel(); await controller.aclose()      # stops process children, not containers
+
+After every pass the controller publishes, into the ``EndpointTable``, one
+``EndpointEntry(spec, endpoint)`` per Ready server (remote servers too, as
+``HttpEndpoint``), and writes the status file (``statusfile``).
+
+Why it is built this way:
+
+- **Level-triggered.** Every pass reads the files, observes every runtime,
+  plans purely and applies. File changes (watchfiles, debounced ~200 ms),
+  runtime events (a child exits, a container dies) and a periodic resync
+  (30 s) only wake the loop; a missed event costs latency, never
+  correctness. A pass repeats observe-plan-apply (at most ``max_rounds``
+  times) until the plan is empty, so one pass converges what it can.
+- **Last good state.** When a file breaks, the error is reported in the
+  status (file, line, field) and the loop keeps reconciling the last
+  DesiredState that loaded; fixing the file resumes. Before any good load,
+  nothing is touched.
+- **One controller per fleet.** An exclusive lock on
+  ``.state/controller.lock`` (released by the kernel even on SIGKILL), so
+  two controllers never start two copies of a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from mcp_fleet import conventions
+from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
+from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
+from mcp_fleet.logsetup import log_event, redactor
+from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind
+from mcp_fleet.reconcile.actions import Plan
+from mcp_fleet.reconcile.backoff import BackoffPolicy
+from mcp_fleet.reconcile.executor import Executor
+from mcp_fleet.reconcile.memory import Memory, Tracker
+from mcp_fleet.reconcile.plan import placement_of, plan, problem_of
+from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot, server_statuses
+from mcp_fleet.reconcile.statusfile import status_path, write_status
+from mcp_fleet.runtimes.base import Instance, ObservedState, Runtime
+from mcp_fleet.status import REASON_EXITED, ServerState
+
+log = logging.getLogger("mcp_fleet.controller")
+
+Loader = Callable[[FleetFiles], DesiredState]
+LOCK_FILE = "controller.lock"
+
+
+def default_loader(files: FleetFiles) -> DesiredState:
+    from mcp_fleet.config import load_fleet
+
+    return load_fleet(files)
+
+
+class ControllerBusy(RuntimeFailure):
+    """Another controller already manages this fleet directory."""
+
+
+class Controller:
+    """Keeps the servers of one fleet directory converged (see the module docstring)."""
+
+    def __init__(
+        self,
+        files: FleetFiles,
+        runtimes: Mapping[RuntimeKind, Runtime],
+        endpoints: EndpointTable,
+        *,
+        preferred_runtime: RuntimeKind = RuntimeKind.PROCESS,
+        resync_seconds: float = conventions.DEFAULT_RESYNC_SECONDS,
+        watch: bool = True,
+        debounce_ms: int = conventions.WATCH_DEBOUNCE_MS,
+        start_concurrency: int = conventions.DEFAULT_START_CONCURRENCY,
+        probe_timeout: float = conventions.DEFAULT_PROBE_TIMEOUT_SECONDS,
+        backoff: BackoffPolicy | None = None,
+        loader: Loader = default_loader,
+        write_status_file: bool = True,
+        lock: bool = True,
+        max_rounds: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.files = files
+        self.runtimes = dict(runtimes)
+        self.endpoints = endpoints
+        self.preferred_runtime = preferred_runtime
+        self.resync_seconds = resync_seconds
+        self.watch = watch
+        self.debounce_ms = debounce_ms
+        self.loader = loader
+        self.write_status_file = write_status_file
+        self.lock = lock
+        self.max_rounds = max_rounds
+        self.clock = clock
+        self.tracker = Tracker(backoff)
+        self.executor = Executor(
+            self.runtimes, self.tracker, concurrency=start_concurrency,
+            probe_timeout=probe_timeout, clock=clock,
+        )  # fmt: skip
+        self._desired: DesiredState | None = None
+        self._file_errors: tuple[Diagnostic, ...] = ()
+        self._runtime_errors: dict[str, str] = {}
+        self._snapshot = StatusSnapshot(
+            fleet=None, home=str(files.home), updated_at=clock(),
+            runtime=preferred_runtime.value, controller_pid=os.getpid(),
+        )  # fmt: skip
+        self._wake = asyncio.Event()
+        self._wake_at: float | None = None
+        self._pass_lock = asyncio.Lock()
+        self._lock_file: IO[str] | None = None
+
+    # Public API.
+
+    @property
+    def desired(self) -> DesiredState | None:
+        """The last DesiredState that loaded (kept while the files are broken)."""
+        return self._desired
+
+    @property
+    def file_errors(self) -> tuple[Diagnostic, ...]:
+        """Why the fleet files did not load at the last read (empty when they did)."""
+        return self._file_errors
+
+    def status(self) -> StatusSnapshot:
+        """The status as of the last pass."""
+        return self._snapshot
+
+    def wake(self) -> None:
+        """Ask for a pass as soon as possible."""
+        self._wake.set()
+
+    async def preview(self) -> Plan:
+        """The plan a pass would apply now, without applying it (``--dry-run``)."""
+        desired = self._load()
+        observed = await self._observe()
+        return plan(desired, observed, self._memory())
+
+    async def reconcile_once(self) -> StatusSnapshot:
+        """One pass: load, observe, plan, apply (repeated until nothing is left to do)."""
+        self._acquire_lock()
+        async with self._pass_lock:
+            desired = self._load()
+            observed = await self._observe()
+            memory = self._memory()
+            current = Plan()
+            for _ in range(self.max_rounds):
+                await self._note_exits(observed)
+                memory = self._memory()
+                if desired is not None:
+                    self.tracker.clear_marks(_failing(desired, memory))
+                current = plan(desired, observed, memory)
+                if not current:
+                    break
+                await self.executor.apply(current)
+                observed = await self._observe()
+            self._wake_at = current.wake_at
+            snapshot = self._build_snapshot(desired, observed, memory, current)
+            self._log_changes(self._snapshot, snapshot)
+            if self.write_status_file:
+                await asyncio.to_thread(write_status, self.status_file, snapshot)
+            self._snapshot = snapshot  # after the file: status() is never ahead of it
+            await self._publish(desired, observed, snapshot)
+            return snapshot
+
+    async def run(self) -> None:
+        """Reconcile until cancelled, woken by files, runtime events and the resync timer."""
+        self._acquire_lock()
+        stop = asyncio.Event()
+        helpers = [asyncio.create_task(self._follow_events(r)) for r in self.runtimes.values()]
+        if self.watch:
+            helpers.append(asyncio.create_task(self._watch_files(stop)))
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.reconcile_once()
+                except Exception:  # a bug must not end the loop; the next pass retries
+                    log.exception("reconcile pass failed")
+                await self._sleep()
+        finally:
+            stop.set()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def aclose(self, *, stop_processes: bool = True) -> None:
+        """Release the runtimes and the lock; process children are stopped (they cannot
+        outlive the controller anyway), containers keep running."""
+        process = self.runtimes.get(RuntimeKind.PROCESS)
+        stop_all = getattr(process, "stop_all", None)
+        if stop_processes and stop_all is not None:
+            await stop_all()
+        await self.endpoints.publish({})
+        for runtime in self.runtimes.values():
+            with contextlib.suppress(Exception):
+                await runtime.aclose()
+        if self.write_status_file and self._lock_file is not None:
+            final = StatusSnapshot(**{**_fields(self._snapshot), "controller_pid": None})
+            with contextlib.suppress(OSError):
+                write_status(self.status_file, final)
+        self._release_lock()
+
+    @property
+    def status_file(self) -> Path:
+        return status_path(self.files.state_dir)
+
+    # One pass, step by step.
+
+    def _memory(self) -> Memory:
+        return self.tracker.memory(
+            self.clock(), preferred=self.preferred_runtime, available=frozenset(self.runtimes)
+        )
+
+    def _load(self) -> DesiredState | None:
+        try:
+            desired = self.loader(self.files)
+        except FleetConfigError as exc:
+            self._set_file_errors(exc.diagnostics)
+            return self._desired
+        except Exception as exc:  # a loader bug must not tear the fleet down either
+            log.exception("loading the fleet files failed")
+            self._set_file_errors((Diagnostic(f"cannot load the fleet: {exc}"),))
+            return self._desired
+        if self._file_errors:
+            log_event(log, logging.INFO, "fleet files valid again", home=str(self.files.home))
+        self._file_errors = ()
+        if desired is not self._desired:
+            redactor().set_secrets(
+                v for spec in desired.servers.values() for v in spec.secret_env.values()
+            )
+        self._desired = desired
+        return desired
+
+    def _set_file_errors(self, diagnostics: tuple[Diagnostic, ...]) -> None:
+        if diagnostics != self._file_errors:
+            for diag in diagnostics:
+                log_event(
+                    log,
+                    logging.ERROR,
+                    "fleet file invalid",
+                    error=str(diag),
+                    keeping="last good state" if self._desired else "nothing",
+                )
+        self._file_errors = diagnostics or (Diagnostic("the fleet files do not load"),)
+
+    async def _observe(self) -> ObservedState:
+        instances: list[Instance] = []
+        unavailable = []
+        errors: dict[str, str] = {}
+        for kind, runtime in sorted(self.runtimes.items(), key=lambda kv: kv[0].value):
+            try:
+                observed = await runtime.observe()
+            except (RuntimeFailure, OSError) as exc:
+                unavailable.append((kind, str(exc)))
+                errors[kind.value] = str(exc)
+                continue
+            instances.extend(observed.instances)
+            unavailable.extend(observed.unavailable)
+        for kind_value, error in errors.items():
+            if self._runtime_errors.get(kind_value) != error:
+                log_event(
+                    log, logging.ERROR, "runtime unavailable", runtime=kind_value, error=error
+                )
+        self._runtime_errors = errors
+        return ObservedState(tuple(instances), tuple(unavailable))
+
+    async def _note_exits(self, observed: ObservedState) -> None:
+        """Count instances of ours that exited or vanished as failures (backoff)."""
+        now = self.clock()
+        for inst in self.tracker.unexpected_exits(observed):
+            tail: tuple[str, ...] = ()
+            runtime = self.runtimes.get(inst.runtime)
+            if runtime is not None:
+                with contextlib.suppress(RuntimeFailure, OSError):
+                    tail = tuple(await runtime.logs(inst, tail=20))
+            code = inst.exit_code
+            message = "exited" if code is None else f"exited with code {code}"
+            if inst.running:
+                message = "vanished"
+            self.tracker.failed(
+                inst.server,
+                at=now,
+                reason=REASON_EXITED,
+                message=message,
+                instance=inst,
+                exit_code=code,
+                stderr_tail=tail,
+            )
+            log_event(
+                log,
+                logging.WARNING,
+                "server exited",
+                server=inst.server,
+                instance=inst.instance_id,
+                exit_code=code,
+                last_line=tail[-1] if tail else None,
+            )
+        self.tracker.forget_vanished(observed)
+        self.tracker.note_healthy(observed, now=now)
+
+    def _build_snapshot(
+        self, desired: DesiredState | None, observed: ObservedState, memory: Memory, rest: Plan
+    ) -> StatusSnapshot:
+        servers = server_statuses(desired, observed, self.tracker, self._memory())
+        return StatusSnapshot(
+            fleet=desired.fleet if desired else None,
+            home=str(self.files.home),
+            updated_at=self.clock(),
+            runtime=self.preferred_runtime.value,
+            controller_pid=os.getpid(),
+            servers=servers,
+            file_errors=self._file_errors,
+            warnings=tuple(
+                d for d in (desired.diagnostics if desired else ())
+                if d.severity is Severity.WARNING
+            ),
+            pending=tuple(str(rest).splitlines()) if rest else (),
+            runtime_errors=dict(self._runtime_errors),
+        )  # fmt: skip
+
+    async def _publish(
+        self, desired: DesiredState | None, observed: ObservedState, snapshot: StatusSnapshot
+    ) -> None:
+        if desired is None:
+            return
+        by_id = {i.instance_id: i for i in observed.instances}
+        entries: dict[str, EndpointEntry] = {}
+        for st in snapshot.servers:
+            spec = desired.servers.get(st.name)
+            if spec is None or st.state is not ServerState.READY:
+                continue
+            if st.runtime == RuntimeKind.REMOTE.value:
+                remote = spec.entry.remote if spec.entry else None
+                if remote is not None:
+                    entries[st.name] = EndpointEntry(spec, HttpEndpoint(
+                        server=st.name, instance_id=f"remote:{st.config_hash}", url=remote.url,
+                        transport=remote.transport_type, headers=remote.headers,
+                    ))  # fmt: skip
+                continue
+            inst = by_id.get(st.instance or "")
+            runtime = self.runtimes.get(inst.runtime) if inst else None
+            if inst is None or runtime is None:
+                continue
+            try:
+                entries[st.name] = EndpointEntry(spec, await runtime.endpoint(inst))
+            except (RuntimeFailure, OSError) as exc:
+                log_event(log, logging.WARNING, "no endpoint", server=st.name, error=str(exc))
+        await self.endpoints.publish(entries)
+
+    def _log_changes(self, before: StatusSnapshot, after: StatusSnapshot) -> None:
+        old = {s.name: s for s in before.servers}
+        for st in after.servers:
+            prev: ServerStatus | None = old.get(st.name)
+            if prev is not None and (prev.state, prev.reason) == (st.state, st.reason):
+                continue
+            bad = st.state in (ServerState.FAILED, ServerState.CRASHLOOP)
+            log_event(
+                log,
+                logging.WARNING if bad else logging.INFO,
+                "state",
+                server=st.name,
+                **{"from": prev.state.value if prev else None},
+                to=st.state.value,
+                reason=st.reason,
+                message=st.message or None,
+                instance=st.instance,
+            )
+        for name in sorted(set(old) - {s.name for s in after.servers}):
+            log_event(log, logging.INFO, "state", server=name, to="gone", reason="Removed")
+
+    # Waking up.
+
+    async def _sleep(self) -> None:
+        timeout = self.resync_seconds
+        if self._wake_at is not None:
+            timeout = min(timeout, max(0.0, self._wake_at - self.clock()) + 0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _follow_events(self, runtime: Runtime) -> None:
+        try:
+            async for event in runtime.events():
+                log_event(
+                    log,
+                    logging.DEBUG,
+                    "runtime event",
+                    server=event.server,
+                    kind=event.kind,
+                    detail=event.detail,
+                )
+                self._wake.set()
+        except (RuntimeFailure, OSError) as exc:
+            log_event(log, logging.WARNING, "runtime events ended", error=str(exc))
+
+    async def _watch_files(self, stop: asyncio.Event) -> None:
+        import watchfiles
+
+        roots, wanted = _watch_targets(self.files)
+        if not roots:
+            return
+        state_dir = str(self.files.state_dir.resolve())
+
+        def relevant(_change: Any, path: str) -> bool:
+            if path.startswith(state_dir):
+                return False
+            return any(path == w or path.startswith(w + os.sep) for w in wanted)
+
+        async for changes in watchfiles.awatch(
+            *roots, watch_filter=relevant, debounce=self.debounce_ms, step=50,
+            stop_event=stop, rust_timeout=500,
+        ):  # fmt: skip
+            log_event(
+                log,
+                logging.INFO,
+                "fleet files changed",
+                files=sorted({Path(p).name for _, p in changes}),
+            )
+            self._wake.set()
+
+    # The lock.
+
+    def _acquire_lock(self) -> None:
+        if not self.lock or self._lock_file is not None:
+            return
+        path = self.files.state_dir / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ControllerBusy(
+                f"another controller (pid {holder}) already manages {self.files.home}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self._lock_file.close()
+            self._lock_file = None
+
+
+def _failing(desired: DesiredState, memory: Memory) -> set[str]:
+    out = set()
+    for name, spec in desired.servers.items():
+        if spec.enabled and problem_of(spec, placement_of(spec, memory)) is not None:
+            out.add(name)
+    return out
+
+
+def _watch_targets(files: FleetFiles) -> tuple[list[str], list[str]]:
+    """Directories to watch and the paths under them that matter."""
+    home = files.home.resolve()
+    wanted = {str(home)}
+    roots = {str(home)} if home.is_dir() else set()
+    for path in (*files.catalogs, files.registry, files.config, files.tools, files.secrets):
+        resolved = path.resolve()
+        wanted.add(str(resolved))
+        if not resolved.is_relative_to(home) and resolved.parent.is_dir():
+            roots.add(str(resolved.parent))
+    return sorted(roots), sorted(wanted)
+
+
+def _fields(snapshot: StatusSnapshot) -> dict[str, Any]:
+    return {name: getattr(snapshot, name) for name in StatusSnapshot.__dataclass_fields__}

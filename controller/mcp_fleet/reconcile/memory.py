@@ -1,0 +1,197 @@
+"""What the controller knows beyond what it observes, and the frozen view the planner reads.
+
+Observation says what runs; it cannot say which instance answered a probe,
+which ones this controller started (a process left over by a killed
+controller looks just like one of ours, but its stdio is gone), which
+failures were already counted, or when a backed-off restart is due. The
+``Tracker`` keeps those facts; the executor and the loop report outcomes to
+it. Before each plan the loop takes a ``Memory``: an immutable snapshot with
+``now`` in it, so ``plan(desired, observed, memory)`` stays a pure,
+deterministic function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mcp_fleet.model import RuntimeKind, frozen_map
+from mcp_fleet.reconcile.backoff import BackoffPolicy, Health
+from mcp_fleet.runtimes.base import Instance, ObservedState
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """The planner's view of the controller's memory at time ``now``."""
+
+    now: float = 0.0
+    #: Instances this controller started or adopted.
+    owned: frozenset[str] = frozenset()
+    #: Instances that answered an MCP initialize.
+    ready: frozenset[str] = frozenset()
+    #: Running instances whose readiness probe failed (to be replaced).
+    probe_failed: frozenset[str] = frozenset()
+    #: Per server: the failure last recorded by a mark-failed action.
+    marked: Mapping[str, str] = field(default_factory=frozen_map)
+    #: Per server: earliest time a (re)start is allowed, when backing off.
+    next_start: Mapping[str, float] = field(default_factory=frozen_map)
+    #: Per server: why it is being restarted (for the action's cause).
+    restart_cause: Mapping[str, str] = field(default_factory=frozen_map)
+    preferred_runtime: RuntimeKind = RuntimeKind.PROCESS
+    available_runtimes: frozenset[RuntimeKind] = frozenset({RuntimeKind.PROCESS})
+
+
+class Tracker:
+    """The controller's mutable memory; only the executor and the loop write to it."""
+
+    def __init__(self, policy: BackoffPolicy | None = None) -> None:
+        self.policy = policy or BackoffPolicy()
+        self.owned: set[str] = set()
+        self.ready: set[str] = set()
+        self.probe_failed: set[str] = set()
+        self.marked: dict[str, str] = {}
+        self.health: dict[str, Health] = {}
+        #: Instances we own, to spot the ones that exit or vanish.
+        self._known: dict[str, Instance] = {}
+        #: Instances whose exit was already reported by ``unexpected_exits``.
+        self._exit_noted: set[str] = set()
+        #: When each instance answered its probe.
+        self.ready_since: dict[str, float] = {}
+
+    def health_of(self, server: str) -> Health:
+        return self.health.setdefault(server, Health())
+
+    def memory(
+        self,
+        now: float,
+        *,
+        preferred: RuntimeKind = RuntimeKind.PROCESS,
+        available: frozenset[RuntimeKind] = frozenset({RuntimeKind.PROCESS}),
+    ) -> Memory:
+        next_start: dict[str, float] = {}
+        causes: dict[str, str] = {}
+        for server, h in self.health.items():
+            due = h.next_start_at(self.policy)
+            if due is not None:
+                next_start[server] = due
+            if h.streak:
+                causes[server] = _restart_cause(h)
+        return Memory(
+            now=now,
+            owned=frozenset(self.owned),
+            ready=frozenset(self.ready),
+            probe_failed=frozenset(self.probe_failed),
+            marked=frozen_map(self.marked),
+            next_start=frozen_map(next_start),
+            restart_cause=frozen_map(causes),
+            preferred_runtime=preferred,
+            available_runtimes=available,
+        )
+
+    # Outcomes reported by the executor.
+
+    def started(self, instance: Instance, *, restart: bool) -> None:
+        self.owned.add(instance.instance_id)
+        self._known[instance.instance_id] = instance
+        if restart:
+            self.health_of(instance.server).record_start()
+
+    def adopted(self, instance: Instance) -> None:
+        self.owned.add(instance.instance_id)
+        self._known[instance.instance_id] = instance
+
+    def probe_succeeded(self, instance: Instance, *, at: float) -> None:
+        self.ready.add(instance.instance_id)
+        self.probe_failed.discard(instance.instance_id)
+        self.ready_since[instance.instance_id] = at
+
+    def failed(
+        self,
+        server: str,
+        *,
+        at: float,
+        reason: str,
+        message: str,
+        instance: Instance | None = None,
+        exit_code: int | None = None,
+        stderr_tail: tuple[str, ...] = (),
+    ) -> bool:
+        """Count a failure (probe, start, exit); returns True when it was new."""
+        if instance is not None:
+            self.ready.discard(instance.instance_id)
+        return self.health_of(server).record_failure(
+            self.policy,
+            instance_id=None if instance is None else instance.instance_id,
+            at=at,
+            started_at=None if instance is None else instance.started_at,
+            reason=reason,
+            message=message,
+            exit_code=exit_code,
+            stderr_tail=stderr_tail,
+        )
+
+    def probe_failed_for(self, instance: Instance) -> None:
+        self.probe_failed.add(instance.instance_id)
+
+    def stopped(self, instance: Instance) -> None:
+        iid = instance.instance_id
+        self.owned.discard(iid)
+        self.ready.discard(iid)
+        self.probe_failed.discard(iid)
+        self._known.pop(iid, None)
+        self._exit_noted.discard(iid)
+        self.ready_since.pop(iid, None)
+
+    def mark(self, server: str, key: str) -> None:
+        self.marked[server] = key
+
+    # Facts the loop derives from each observation.
+
+    def unexpected_exits(self, observed: ObservedState) -> list[Instance]:
+        """Instances we own that are observed exited or have vanished, not yet counted."""
+        seen = {i.instance_id: i for i in observed.instances}
+        blind = {kind for kind, _ in observed.unavailable}
+        out: list[Instance] = []
+        for iid, known in sorted(self._known.items()):
+            if known.runtime in blind:
+                continue
+            now_seen = seen.get(iid)
+            if (now_seen is not None and now_seen.running) or iid in self._exit_noted:
+                continue
+            self._exit_noted.add(iid)
+            out.append(now_seen if now_seen is not None else known)
+        return out
+
+    def forget_vanished(self, observed: ObservedState) -> None:
+        """Drop what we remember of instances that no runtime reports any more."""
+        seen = {i.instance_id for i in observed.instances}
+        blind = {kind for kind, _ in observed.unavailable}
+        gone = [i for i, k in self._known.items() if i not in seen and k.runtime not in blind]
+        for iid in gone:
+            self._known.pop(iid, None)
+            self._exit_noted.discard(iid)
+            self.ready.discard(iid)
+            self.probe_failed.discard(iid)
+            self.owned.discard(iid)
+            self.ready_since.pop(iid, None)
+
+    def note_healthy(self, observed: ObservedState, *, now: float) -> None:
+        """Ready instances that stayed up for the window end their server's failure row."""
+        for inst in observed.instances:
+            since = self.ready_since.get(inst.instance_id)
+            if inst.running and since is not None:
+                self.health_of(inst.server).record_healthy(
+                    at=now, started_at=inst.started_at, policy=self.policy
+                )
+
+    def clear_marks(self, keep: set[str]) -> None:
+        """Forget mark-failed records of servers that are no longer failing."""
+        for server in [s for s in self.marked if s not in keep]:
+            del self.marked[server]
+
+
+def _restart_cause(h: Health) -> str:
+    text = h.last_reason or "failure"
+    if h.last_exit_code is not None:
+        text += f", exit code {h.last_exit_code}"
+    return f"restart after {text}; attempt {h.streak + 1}"

@@ -1,0 +1,314 @@
+"""The status model: what ``mcp-fleet status`` shows, derived after every pass.
+
+Status is computed, never stored as truth: from the desired state, the last
+observation and the controller's memory, each server gets one state from
+``status.ServerState`` with a reason and a message. The same snapshot is
+returned by ``Controller.status()``, written to the status file for other
+processes, rendered as a table and printed as JSON; ``to_json`` is the
+stable form (documented in ``statusfile``).
+
+State rules, per enabled server: a running instance that answered the probe
+is Ready (even while a replacement is being tried, or while the current
+configuration has a problem: the last good instance keeps serving); one that
+has not answered yet is Starting; with nothing running it is CrashLoop after
+``threshold`` failures in a row, Failed when it cannot run as configured (or
+cannot be started at all), else Pending (first start, or waiting out a
+backoff). Disabled servers are Stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_fleet.errors import Diagnostic, Severity
+from mcp_fleet.model import DesiredState, RuntimeKind
+from mcp_fleet.reconcile.backoff import Health
+from mcp_fleet.reconcile.memory import Memory, Tracker
+from mcp_fleet.reconcile.plan import config_hashes, placement_of, problem_of
+from mcp_fleet.runtimes.base import Instance, ObservedState
+from mcp_fleet.status import (
+    REASON_CONFIG_CHANGED,
+    REASON_CRASHLOOP,
+    REASON_DISABLED,
+    REASON_INITIALIZED,
+    REASON_RUNTIME_ERROR,
+    REASON_STARTING,
+    ServerState,
+)
+
+SCHEMA_VERSION = 1
+_TAIL = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One server's line in ``mcp-fleet status``."""
+
+    name: str
+    desired: str  # "enabled", "disabled" or "absent" (an orphan being removed)
+    state: ServerState
+    reason: str
+    message: str = ""
+    runtime: str | None = None
+    instance: str | None = None
+    restarts: int = 0
+    started_at: float | None = None
+    exit_code: int | None = None
+    stderr_tail: tuple[str, ...] = ()
+    config_hash: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "desired": self.desired,
+            "state": self.state.value,
+            "reason": self.reason,
+            "message": self.message,
+            "runtime": self.runtime,
+            "instance": self.instance,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "exit_code": self.exit_code,
+            "stderr_tail": list(self.stderr_tail),
+            "config_hash": self.config_hash,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ServerStatus:
+        return cls(
+            name=str(doc["name"]),
+            desired=str(doc.get("desired", "enabled")),
+            state=ServerState(doc.get("state", ServerState.UNKNOWN.value)),
+            reason=str(doc.get("reason", "")),
+            message=str(doc.get("message", "")),
+            runtime=doc.get("runtime"),
+            instance=doc.get("instance"),
+            restarts=int(doc.get("restarts", 0)),
+            started_at=doc.get("started_at"),
+            exit_code=doc.get("exit_code"),
+            stderr_tail=tuple(doc.get("stderr_tail", ())),
+            config_hash=doc.get("config_hash"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """The whole fleet as of one pass, plus the current file error if any."""
+
+    fleet: str | None
+    home: str
+    updated_at: float
+    runtime: str
+    controller_pid: int | None = None
+    servers: tuple[ServerStatus, ...] = ()
+    #: Why the fleet files do not load right now (the last good state is in use).
+    file_errors: tuple[Diagnostic, ...] = ()
+    #: Warnings from the last successful load.
+    warnings: tuple[Diagnostic, ...] = ()
+    #: What the next pass would still do (empty when converged).
+    pending: tuple[str, ...] = ()
+    runtime_errors: Mapping[str, str] = field(default_factory=dict)
+
+    def server(self, name: str) -> ServerStatus | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+    @property
+    def all_ready(self) -> bool:
+        """True when every enabled server is Ready (the ``--once`` success rule)."""
+        return all(s.state is ServerState.READY for s in self.servers if s.desired == "enabled")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "fleet": self.fleet,
+            "home": self.home,
+            "updated_at": self.updated_at,
+            "runtime": self.runtime,
+            "controller_pid": self.controller_pid,
+            "file_errors": [d.to_json() for d in self.file_errors],
+            "warnings": [d.to_json() for d in self.warnings],
+            "runtime_errors": dict(sorted(self.runtime_errors.items())),
+            "pending": list(self.pending),
+            "all_ready": self.all_ready,
+            "servers": [s.to_json() for s in self.servers],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> StatusSnapshot:
+        return cls(
+            fleet=doc.get("fleet"),
+            home=str(doc.get("home", "")),
+            updated_at=float(doc.get("updated_at", 0.0)),
+            runtime=str(doc.get("runtime", "")),
+            controller_pid=doc.get("controller_pid"),
+            servers=tuple(ServerStatus.from_json(s) for s in doc.get("servers", ())),
+            file_errors=tuple(_diag(d) for d in doc.get("file_errors", ())),
+            warnings=tuple(_diag(d) for d in doc.get("warnings", ())),
+            pending=tuple(doc.get("pending", ())),
+            runtime_errors=dict(doc.get("runtime_errors", {})),
+        )
+
+
+def _diag(doc: Mapping[str, Any]) -> Diagnostic:
+    from pathlib import Path
+
+    return Diagnostic(
+        message=str(doc.get("message", "")),
+        file=Path(doc["file"]) if doc.get("file") else None,
+        line=doc.get("line"),
+        field=doc.get("field"),
+        severity=Severity(doc.get("severity", "error")),
+        server=doc.get("server"),
+    )
+
+
+def server_statuses(
+    desired: DesiredState | None,
+    observed: ObservedState,
+    tracker: Tracker,
+    memory: Memory,
+) -> tuple[ServerStatus, ...]:
+    """One status per registry entry (and per orphan still being removed)."""
+    by_server: dict[str, list[Instance]] = {}
+    for inst in observed.instances:
+        if desired is None or inst.fleet == desired.fleet:
+            by_server.setdefault(inst.server, []).append(inst)
+    names = set(by_server) | (set(desired.servers) if desired else set())
+    blind = dict(observed.unavailable)
+    hashes = config_hashes(desired) if desired else {}
+    out = []
+    for name in sorted(names):
+        insts = by_server.get(name, [])
+        health = tracker.health.get(name) or Health()
+        spec = desired.servers.get(name) if desired else None
+        if spec is None:
+            out.append(
+                _with_instance(
+                    ServerStatus(name, "absent", ServerState.STOPPED, "Orphaned", "being removed"),
+                    insts[0] if insts else None,
+                    health,
+                )
+            )
+            continue
+        if not spec.enabled:
+            out.append(
+                ServerStatus(
+                    name, "disabled", ServerState.STOPPED, REASON_DISABLED, restarts=health.restarts
+                )
+            )
+            continue
+        placement = placement_of(spec, memory)
+        problem = problem_of(spec, placement)
+        running = [i for i in insts if i.running]
+        ready = [i for i in running if i.instance_id in memory.ready]
+        config_hash = hashes[name]
+        if placement.kind is RuntimeKind.REMOTE and problem is None:
+            url = spec.entry.remote.url if spec.entry and spec.entry.remote else ""
+            out.append(
+                ServerStatus(
+                    name,
+                    "enabled",
+                    ServerState.READY,
+                    "Remote",
+                    url,
+                    runtime="remote",
+                    config_hash=config_hash[:12],
+                )
+            )
+            continue
+        if placement.kind is not None and placement.kind in blind and not ready:
+            out.append(
+                ServerStatus(
+                    name,
+                    "enabled",
+                    ServerState.UNKNOWN,
+                    REASON_RUNTIME_ERROR,
+                    blind[placement.kind],
+                    runtime=placement.kind.value,
+                )
+            )
+            continue
+        if ready:
+            best = next((i for i in ready if i.config_hash == config_hash), ready[0])
+            reason, message = REASON_INITIALIZED, ""
+            if problem is not None:
+                reason = problem[0]
+                message = f"{problem[1]} (the last good configuration keeps running)"
+            elif best.config_hash != config_hash:
+                reason = REASON_CONFIG_CHANGED
+                message = "runs the previous configuration"
+                if health.streak:
+                    message += f"; the new one failed: {health.last_message}"
+            st = ServerStatus(name, "enabled", ServerState.READY, reason, message)
+            out.append(_with_instance(st, best, health))
+            continue
+        if problem is not None:
+            out.append(
+                ServerStatus(
+                    name,
+                    "enabled",
+                    ServerState.FAILED,
+                    problem[0],
+                    problem[1],
+                    restarts=health.restarts,
+                    config_hash=config_hash[:12],
+                )
+            )
+            continue
+        if running:
+            st = ServerStatus(
+                name,
+                "enabled",
+                ServerState.STARTING,
+                REASON_STARTING,
+                "waiting for the MCP initialize answer",
+            )
+            out.append(_with_instance(st, running[0], health))
+            continue
+        out.append(_down(name, health, tracker, memory, placement.kind, config_hash))
+    return tuple(out)
+
+
+def _down(
+    name: str,
+    health: Health,
+    tracker: Tracker,
+    memory: Memory,
+    kind: RuntimeKind | None,
+    config_hash: str,
+) -> ServerStatus:
+    """A server with nothing running: Pending, Failed or CrashLoop."""
+    message = health.last_message or ""
+    due = memory.next_start.get(name)
+    if due is not None and due > memory.now:
+        message = f"{message}; next start in {due - memory.now:.1f} s".lstrip("; ")
+    if health.crashlooping(tracker.policy):
+        state, reason = ServerState.CRASHLOOP, REASON_CRASHLOOP
+        if health.last_exit_code is not None:
+            message = f"exit code {health.last_exit_code}: {message}"
+    elif health.streak and health.last_reason == REASON_RUNTIME_ERROR:
+        state, reason = ServerState.FAILED, REASON_RUNTIME_ERROR
+    elif health.streak:
+        state, reason = ServerState.PENDING, health.last_reason or REASON_STARTING
+    else:
+        state, reason = ServerState.PENDING, REASON_STARTING
+    return ServerStatus(
+        name, "enabled", state, reason, message,
+        runtime=kind.value if kind else None, restarts=health.restarts,
+        exit_code=health.last_exit_code, stderr_tail=health.stderr_tail[-_TAIL:],
+        config_hash=config_hash[:12],
+    )  # fmt: skip
+
+
+def _with_instance(st: ServerStatus, inst: Instance | None, health: Health) -> ServerStatus:
+    if inst is None:
+        return st
+    return ServerStatus(
+        st.name, st.desired, st.state, st.reason, st.message,
+        runtime=inst.runtime.value, instance=inst.instance_id, restarts=health.restarts,
+        started_at=inst.started_at, exit_code=health.last_exit_code,
+        stderr_tail=health.stderr_tail[-_TAIL:] if health.streak else (),
+        config_hash=inst.config_hash[:12],
+    )  # fmt: skip

@@ -1,0 +1,87 @@
+"""Follow a Docker fleet run by a controller elsewhere, for ``mcp-fleet router --dir``.
+
+The router alone has no controller to publish endpoints, so it derives them
+the way the controller would: read the fleet files (for the specs: prefixes,
+allow-lists, timeouts), observe the containers that carry this fleet's
+labels, and publish a ``DockerAttachEndpoint`` for each running container
+whose config hash matches its enabled server's spec (a container of an
+outdated spec is about to be replaced, and the replacement gets its own id).
+Level-triggered like the controller: a full pass on every Docker event and
+on a short period, and a broken fleet file keeps the last good state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from mcp_fleet.config import load_fleet
+from mcp_fleet.endpoints import DockerAttachEndpoint, EndpointEntry, EndpointTable
+from mcp_fleet.errors import FleetConfigError, RuntimeFailure
+from mcp_fleet.model import DesiredState, FleetFiles
+from mcp_fleet.runtimes.base import ObservedState
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS: Final = 2.0
+
+
+def endpoints_for(desired: DesiredState, observed: ObservedState) -> dict[str, EndpointEntry]:
+    """The routable servers: enabled, usable, with a running container of the current spec."""
+    out: dict[str, EndpointEntry] = {}
+    by_server = observed.by_server()
+    for spec in desired.enabled():
+        if not spec.usable:
+            continue
+        wanted = spec.config_hash()
+        running = [i for i in by_server.get(spec.name, []) if i.running and i.config_hash == wanted]
+        if not running:
+            continue
+        newest = max(running, key=lambda i: i.started_at)
+        out[spec.name] = EndpointEntry(
+            spec,
+            DockerAttachEndpoint(
+                server=spec.name, instance_id=newest.instance_id, container_id=newest.instance_id
+            ),
+        )
+    return out
+
+
+async def follow_docker_fleet(
+    files: FleetFiles, table: EndpointTable, *, interval: float = RESYNC_SECONDS
+) -> None:
+    """Keep ``table`` equal to the fleet's running containers until cancelled."""
+    from mcp_fleet import conventions
+    from mcp_fleet.runtimes.docker import DockerRuntime
+
+    runtime = DockerRuntime(fleet=conventions.fleet_name(files.home), in_process_endpoints=False)
+    desired: DesiredState | None = None
+    wake = asyncio.Event()
+
+    async def events() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in runtime.events():
+                wake.set()
+
+    watcher = asyncio.create_task(events())
+    try:
+        while True:
+            try:
+                desired = load_fleet(files)
+            except FleetConfigError as exc:
+                log.warning("fleet files invalid, keeping the last good state: %s", exc)
+            if desired is not None:
+                try:
+                    observed = await runtime.observe()
+                except RuntimeFailure as exc:
+                    log.warning("cannot observe containers: %s", exc)
+                else:
+                    await table.publish(endpoints_for(desired, observed))
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval)
+    finally:
+        watcher.cancel()
+        await runtime.aclose()

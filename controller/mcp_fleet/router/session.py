@@ -1,0 +1,423 @@
+"""One client session of the router: the MCP server side a client talks to.
+
+A frontend (stdio, streamable HTTP, legacy SSE) turns bytes from one client
+into ``RouterSession.handle`` calls and gives the session a ``ClientChannel``
+to answer through. The session answers what the router knows itself
+(initialize, ping, the aggregated lists with pagination) and forwards the rest
+to the backend that owns the name or URI, rewriting the name back to the
+server's own and the request id to the backend's.
+
+``handle`` never awaits: forwarding writes to the backend without waiting, the
+reply comes back through ``reply`` from the backend's reader. The few requests
+that need a round trip of the router's own (subscriptions, log levels, lists
+asked for before the fleet has settled) run as tasks.
+
+Per-client state lives here: the negotiated protocol version and client
+capabilities (which decide who may receive sampling or elicitation
+requests), the log level, calls in flight (so ``notifications/cancelled``
+reaches the right backend with the right id) and server-to-client requests
+awaiting this client's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from mcp_fleet.router import jsonrpc
+from mcp_fleet.router.backend import BackendError, BackendSession
+from mcp_fleet.router.jsonrpc import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    JsonObject,
+    RequestId,
+)
+from mcp_fleet.router.table import Kind
+if TYPE_CHECKING:
+    from mcp_fleet.router.router import Router
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+LOG_RANK: Final = {name: i for i, name in enumerate(LOG_LEVELS)}
+
+_LISTS: Final[dict[str, Kind]] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+_CURSOR_PREFIX: Final = "mcp-fleet:"
+
+
+class ClientChannel(Protocol):
+    """How a session's messages reach its client (implemented by each frontend)."""
+
+    def send(self, data: bytes, *, related: RequestId | None = None, final: bool = False) -> None:
+        """Send one message to the client.
+
+        ``related`` is the client request the message belongs to (its
+        response, a progress notification, a request the call caused);
+        ``final`` marks the response that ends that request.
+        """
+
+
+class RouterSession:
+    """The router as one client sees it."""
+
+    def __init__(self, router: Router, channel: ClientChannel, *, session_id: str = "") -> None:
+        self.router = router
+        self.channel = channel
+        self.session_id = session_id
+        self.protocol_version = LATEST_HANDSHAKE_VERSION
+        self.client_capabilities: JsonObject = {}
+        self.client_info: JsonObject = {}
+        self.initialized = False
+        self.closed = False
+        #: Minimum level of log messages this client wants (None: all, nothing set).
+        self.log_level: str | None = None
+        #: Calls forwarded and not answered yet: client id -> (backend, backend id).
+        self.inflight: dict[RequestId, tuple[BackendSession, int]] = {}
+        #: Server-to-client requests sent to this client: our id -> (backend, backend's id).
+        self.outgoing: dict[int, tuple[BackendSession, RequestId]] = {}
+        self._next_outgoing = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Callable[[RequestId, JsonObject], None]] = {
+            "initialize": self._initialize,
+            "ping": self._ping,
+            "tools/call": self._call_tool,
+            "prompts/get": self._get_prompt,
+            "resources/read": self._read_resource,
+            "resources/subscribe": self._subscribe,
+            "resources/unsubscribe": self._unsubscribe,
+            "completion/complete": self._complete,
+            "logging/setLevel": self._set_level,
+        }
+        for method in _LISTS:
+            self._handlers[method] = self._list
+
+    # -- input ---------------------------------------------------------------
+
+    def handle(self, raw: bytes) -> None:
+        """Process one message from the client."""
+        try:
+            msg = jsonrpc.parse(raw)
+        except jsonrpc.InvalidMessage as exc:
+            self.channel.send(jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
+            return
+        self.handle_message(msg)
+
+    def handle_message(self, msg: JsonObject) -> None:
+        """Process one parsed message from the client."""
+        method = msg.get("method")
+        mid = msg.get("id")
+        if method is None:
+            self._on_response(msg, mid)
+            return
+        if type(method) is not str:
+            self._error(
+                mid if jsonrpc.valid_id(mid) else None,
+                jsonrpc.INVALID_REQUEST,
+                "method must be a string",
+            )
+            return
+        if mid is None:
+            self._on_notification(method, msg)
+            return
+        if not jsonrpc.valid_id(mid):
+            self._error(None, jsonrpc.INVALID_REQUEST, "id must be a string or an integer")
+            return
+        params = msg.get("params")
+        if params is not None and type(params) is not dict:
+            self._error(mid, jsonrpc.INVALID_PARAMS, "params must be an object")
+            return
+        handler = self._handlers.get(method)
+        if handler is None:
+            self._error(mid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+            return
+        handler(mid, msg)
+
+    # -- output ----------------------------------------------------------------
+
+    def reply(self, client_id: RequestId, data: bytes) -> None:
+        """A backend's final response to a forwarded call (``CallSink``)."""
+        self.inflight.pop(client_id, None)
+        self.channel.send(data, related=client_id, final=True)
+
+    def progress(self, client_id: RequestId, data: bytes) -> None:
+        """A backend's progress notification for a forwarded call (``CallSink``)."""
+        self.channel.send(data, related=client_id)
+
+    def notify(self, method: str, params: JsonObject | None = None) -> None:
+        if not self.closed:
+            self.channel.send(jsonrpc.notification(method, params))
+
+    def send_raw(self, msg: JsonObject, *, related: RequestId | None = None) -> None:
+        if not self.closed:
+            self.channel.send(jsonrpc.dumps(msg), related=related)
+
+    def _result(self, mid: RequestId, value: Any) -> None:
+        self.channel.send(jsonrpc.result(mid, value), related=mid, final=True)
+
+    def _error(self, mid: RequestId | None, code: int, message: str, *, data: Any = None) -> None:
+        self.channel.send(jsonrpc.error(mid, code, message, data=data), related=mid, final=True)
+
+    def _error_obj(self, mid: RequestId, err: JsonObject) -> None:
+        data = jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": err})
+        self.channel.send(data, related=mid, final=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- requests the router answers ----------------------------------------------
+
+    def _initialize(self, mid: RequestId, msg: JsonObject) -> None:
+        params = msg.get("params") or {}
+        requested = params.get("protocolVersion")
+        self.protocol_version = (
+            requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        )
+        caps = params.get("capabilities")
+        self.client_capabilities = caps if isinstance(caps, dict) else {}
+        info = params.get("clientInfo")
+        self.client_info = info if isinstance(info, dict) else {}
+        self._result(mid, self.router.initialize_result(self.protocol_version))
+
+    def _ping(self, mid: RequestId, msg: JsonObject) -> None:
+        self._result(mid, {})
+
+    def _list(self, mid: RequestId, msg: JsonObject) -> None:
+        if self.router.settled.is_set():
+            self._answer_list(mid, msg)
+        else:
+            self._spawn(self._list_when_settled(mid, msg))
+
+    async def _list_when_settled(self, mid: RequestId, msg: JsonObject) -> None:
+        await self.router.wait_settled()
+        self._answer_list(mid, msg)
+
+    def _answer_list(self, mid: RequestId, msg: JsonObject) -> None:
+        kind = _LISTS[msg["method"]]
+        items = self.router.table.items(kind)
+        cursor = (msg.get("params") or {}).get("cursor")
+        start = 0
+        if cursor is not None:
+            if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
+                self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
+                return
+            try:
+                start = int(cursor[len(_CURSOR_PREFIX) :])
+            except ValueError:
+                self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
+                return
+        size = self.router.page_size
+        page = items[start : start + size]
+        result: JsonObject = {kind: page}
+        if start + size < len(items):
+            result["nextCursor"] = f"{_CURSOR_PREFIX}{start + size}"
+        self._result(mid, result)
+
+    # -- requests forwarded to a backend --------------------------------------------
+
+    def _forward(self, server: str, mid: RequestId, msg: JsonObject) -> None:
+        backend = self.router.backend(server)
+        if backend is None:
+            self._error(
+                mid,
+                jsonrpc.BACKEND_UNAVAILABLE,
+                f"server {server!r} is not connected",
+                data={"server": server, "reason": "not connected"},
+            )
+            return
+        try:
+            bid = backend.forward(self, mid, msg)
+        except BackendError as exc:
+            self._error_obj(mid, exc.to_error())
+            return
+        self.inflight[mid] = (backend, bid)
+
+    def _call_tool(self, mid: RequestId, msg: JsonObject) -> None:
+        params = msg.get("params") or {}
+        name = params.get("name")
+        route = self.router.table.tool_routes.get(name) if isinstance(name, str) else None
+        if route is None:
+            self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+            return
+        if route.name != name:
+            params["name"] = route.name
+        self._forward(route.server, mid, msg)
+
+    def _get_prompt(self, mid: RequestId, msg: JsonObject) -> None:
+        params = msg.get("params") or {}
+        name = params.get("name")
+        route = self.router.table.prompt_routes.get(name) if isinstance(name, str) else None
+        if route is None:
+            self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+            return
+        if route.name != name:
+            params["name"] = route.name
+        self._forward(route.server, mid, msg)
+
+    def _resource_owner(self, mid: RequestId, uri: Any) -> str | None:
+        server = self.router.table.resource_server(uri) if isinstance(uri, str) else None
+        if server is None:
+            self._error(
+                mid, jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri}
+            )
+        return server
+
+    def _read_resource(self, mid: RequestId, msg: JsonObject) -> None:
+        server = self._resource_owner(mid, (msg.get("params") or {}).get("uri"))
+        if server is not None:
+            self._forward(server, mid, msg)
+
+    def _complete(self, mid: RequestId, msg: JsonObject) -> None:
+        params = msg.get("params") or {}
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            self._error(mid, jsonrpc.INVALID_PARAMS, "completion/complete needs a ref")
+            return
+        if ref.get("type") == "ref/prompt":
+            name = ref.get("name")
+            route = self.router.table.prompt_routes.get(name) if isinstance(name, str) else None
+            if route is None:
+                self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+                return
+            ref["name"] = route.name
+            self._forward(route.server, mid, msg)
+            return
+        uri = ref.get("uri")
+        server = None
+        if isinstance(uri, str):
+            server = self.router.table.template_owner(uri) or self.router.table.resource_server(uri)
+        if server is None:
+            self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown resource template: {uri}")
+            return
+        self._forward(server, mid, msg)
+
+    def _subscribe(self, mid: RequestId, msg: JsonObject) -> None:
+        uri = (msg.get("params") or {}).get("uri")
+        server = self._resource_owner(mid, uri)
+        if server is not None and isinstance(uri, str):
+            self._spawn(self._router_call(mid, self.router.subscribe(self, server, uri)))
+
+    def _unsubscribe(self, mid: RequestId, msg: JsonObject) -> None:
+        uri = (msg.get("params") or {}).get("uri")
+        server = self._resource_owner(mid, uri)
+        if server is not None and isinstance(uri, str):
+            self._spawn(self._router_call(mid, self.router.unsubscribe(self, server, uri)))
+
+    def _set_level(self, mid: RequestId, msg: JsonObject) -> None:
+        level = (msg.get("params") or {}).get("level")
+        if level not in LOG_RANK:
+            self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid log level: {level!r}")
+            return
+        self._spawn(self._router_call(mid, self.router.set_log_level(self, level)))
+
+    async def _router_call(self, mid: RequestId, work: Coroutine[Any, Any, JsonObject]) -> None:
+        try:
+            result = await work
+        except BackendError as exc:
+            self._error_obj(mid, exc.to_error())
+            return
+        self._result(mid, result)
+
+    # -- notifications and responses from the client ---------------------------------
+
+    def _on_notification(self, method: str, msg: JsonObject) -> None:
+        params = msg.get("params")
+        if method == "notifications/initialized":
+            self.initialized = True
+        elif method == "notifications/cancelled":
+            rid = params.get("requestId") if isinstance(params, dict) else None
+            entry = self.inflight.pop(rid, None) if jsonrpc.valid_id(rid) else None
+            if entry is not None:
+                backend, bid = entry
+                reason = params.get("reason") if isinstance(params, dict) else None
+                backend.cancel(bid, reason if isinstance(reason, str) else None)
+        elif method == "notifications/roots/list_changed":
+            self.router.roots_changed(self)
+        elif method == "notifications/progress":
+            self._client_progress(params)
+
+    def _client_progress(self, params: Any) -> None:
+        """Progress the client reports on a server-to-client request (token passed as is)."""
+        if not isinstance(params, dict):
+            return
+        for backend, _ in {id(b): (b, r) for b, r in self.outgoing.values()}.values():
+            backend.notify("notifications/progress", params)
+
+    def _on_response(self, msg: JsonObject, mid: Any) -> None:
+        entry = self.outgoing.pop(mid, None) if type(mid) is int else None
+        if entry is None:
+            return
+        backend, backend_id = entry
+        if "result" not in msg and not isinstance(msg.get("error"), dict):
+            backend.respond_error(
+                backend_id, jsonrpc.INTERNAL_ERROR, "client sent an invalid response"
+            )
+            return
+        backend.respond(backend_id, msg)
+
+    # -- server-to-client traffic -----------------------------------------------------
+
+    def wants_log(self, level: Any) -> bool:
+        if self.log_level is None:
+            return True
+        return LOG_RANK.get(level, len(LOG_LEVELS)) >= LOG_RANK[self.log_level]
+
+    def has_capability(self, name: str | None) -> bool:
+        return name is None or name in self.client_capabilities
+
+    def forward_server_request(
+        self, backend: BackendSession, msg: JsonObject, *, related: RequestId | None
+    ) -> None:
+        """Send the backend's request ``msg`` to this client under an id of ours."""
+        self._next_outgoing += 1
+        rid = self._next_outgoing
+        backend_id = msg["id"]
+        self.outgoing[rid] = (backend, backend_id)
+        backend.server_requests[backend_id] = (self, rid, related)
+        msg["id"] = rid
+        self.send_raw(msg, related=related)
+
+    def cancel_outgoing(self, rid: int, reason: Any) -> None:
+        """The backend gave up on a request it sent to this client."""
+        if self.outgoing.pop(rid, None) is None:
+            return
+        params: JsonObject = {"requestId": rid}
+        if isinstance(reason, str):
+            params["reason"] = reason
+        self.notify("notifications/cancelled", params)
+
+    # -- end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The client went away: stop its calls, answer what servers asked it, drop its state."""
+        if self.closed:
+            return
+        self.closed = True
+        for backend, bid in self.inflight.values():
+            backend.cancel(bid, "client disconnected")
+        self.inflight.clear()
+        for backend, backend_id in self.outgoing.values():
+            backend.respond_error(backend_id, jsonrpc.INTERNAL_ERROR, "client disconnected")
+        self.outgoing.clear()
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.router.session_closed(self)

@@ -1,0 +1,426 @@
+"""The controller on the process runtime, with real servers, real files and real signals.
+
+Each scenario edits a real fleet directory (catalog, registry.yaml,
+secrets.env) and watches a real controller converge: servers become Ready
+only after an MCP initialize, a changed config replaces the process, a
+disabled server stops, a killed server comes back with backoff, a crashing
+one ends in CrashLoop with its exit code and last words, a broken registry
+stops nothing, a missing secret fails only its server and no secret value
+leaks. A SIGKILLed controller (a real subprocess) leaves nothing behind that
+its successor does not end: never two copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from mcp_fleet.config import resolve_files
+from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
+from mcp_fleet.logsetup import setup_logging
+from mcp_fleet.model import RuntimeKind
+from mcp_fleet.reconcile.backoff import BackoffPolicy
+from mcp_fleet.reconcile.loop import Controller
+from mcp_fleet.reconcile.snapshot import StatusSnapshot
+from mcp_fleet.runtimes.process import read_stat
+from mcp_fleet.runtimes.select import build_runtimes
+from mcp_fleet.status import ServerState
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO = REPO / "tests" / "servers" / "echo_server.py"
+CRASH = REPO / "tests" / "servers" / "crash_server.py"
+PY = sys.executable
+SECRET_VALUE = "s3cr3t-VALUE-" + uuid.uuid4().hex[:8]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def catalog(marker: str, *, echo_version: str = "1") -> str:
+    straggler = f"{PY} -c 'import time; time.sleep(600)' {marker}-straggler"
+    return f"""version: "2"
+registry:
+  echo:
+    title: Echo
+    env:
+      - name: ECHO_VERSION
+        value: "{echo_version}"
+    process:
+      command: [{PY}, {ECHO}, {marker}]
+  time:
+    process:
+      command: [{PY}, -m, mcp_server_time, --local-timezone=UTC]
+  crash:
+    process:
+      command: [{PY}, {CRASH}]
+  needy:
+    secrets:
+      - name: needy.token
+        env: NEEDY_TOKEN
+    process:
+      command: [{PY}, {ECHO}]
+  holder:
+    secrets:
+      - name: holder.token
+        env: HOLDER_TOKEN
+    process:
+      command: [sh, -c, 'echo "token is $HOLDER_TOKEN" >&2; exec {PY} {ECHO}']
+  grandparent:
+    process:
+      command: [sh, -c, "{straggler} & exec {PY} {ECHO} {marker}-gp"]
+"""
+
+
+def registry(**enabled: bool) -> str:
+    lines = ["registry:"]
+    for name, on in enabled.items():
+        lines += [f"  {name}:", f"    enabled: {'true' if on else 'false'}"]
+    return "\n".join(lines) + "\n"
+
+
+class Fleet:
+    """A fleet directory on disk that tests edit like a user would."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.marker = f"fleet-test-{uuid.uuid4().hex[:10]}"
+        (home / "catalogs").mkdir(parents=True)
+        self.write_catalog()
+        secrets = home / "secrets.env"
+        secrets.write_text(f"holder.token={SECRET_VALUE}\n")
+        secrets.chmod(0o600)
+        self.set_registry()
+
+    def write_catalog(self, **kw: str) -> None:
+        (self.home / "catalogs" / "test.yaml").write_text(catalog(self.marker, **kw))
+
+    def set_registry(self, **enabled: bool) -> None:
+        (self.home / "registry.yaml").write_text(registry(**enabled))
+
+    @property
+    def files(self):  # type: ignore[no-untyped-def]
+        return resolve_files(self.home)
+
+
+def controller(fleet: Fleet, **kw: object) -> Controller:
+    files = fleet.files
+    from mcp_fleet.conventions import fleet_name
+
+    runtimes = build_runtimes(
+        RuntimeKind.PROCESS, fleet=fleet_name(files.home), state_dir=files.state_dir
+    )
+    options: dict[str, object] = {
+        "resync_seconds": 2.0,
+        "debounce_ms": 50,
+        "probe_timeout": 20.0,
+        "backoff": BackoffPolicy(initial=0.2, maximum=1.0, threshold=3, window=30.0),
+    }
+    options.update(kw)
+    return Controller(files, runtimes, EndpointTable(), **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
+    fleet = Fleet(tmp_path / "fleet")
+    ctl = controller(fleet)
+    task = asyncio.create_task(ctl.run())
+    try:
+        yield fleet, ctl
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctl.aclose()
+
+
+async def until(
+    ctl: Controller, check: Callable[[StatusSnapshot], bool], *, timeout: float = 30.0
+) -> StatusSnapshot:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = ctl.status()
+        if check(snap):
+            return snap
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met in {timeout} s; status: {ctl.status().to_json()}")
+
+
+def state(name: str, wanted: ServerState) -> Callable[[StatusSnapshot], bool]:
+    def check(snap: StatusSnapshot) -> bool:
+        st = snap.server(name)
+        return st is not None and st.state is wanted
+
+    return check
+
+
+def pid_of(instance_id: str | None) -> int:
+    assert instance_id and instance_id.startswith("pid:")
+    return int(instance_id.split(":")[1])
+
+
+def alive(pid: int) -> bool:
+    st = read_stat(pid)
+    return st is not None and st.alive
+
+
+def processes_with(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def call_echo(endpoint: StreamEndpoint, text: str) -> str:
+    """Take the probed stream over as a router would: initialize again, then call a tool."""
+    stream = await endpoint.open()
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
+    await stream.send(json.dumps(init).encode())
+    await _answer(stream, 1)
+    await stream.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}}}  # fmt: skip
+    await stream.send(json.dumps(call).encode())
+    result = await _answer(stream, 2)
+    return str(result["result"]["content"][0]["text"])
+
+
+async def _answer(stream, rid: int) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    while True:
+        doc = json.loads(await asyncio.wait_for(stream.receive(), 10))
+        if doc.get("id") == rid:
+            return doc  # type: ignore[no-any-return]
+
+
+async def test_enable_change_disable(running: tuple[Fleet, Controller]) -> None:
+    fleet, ctl = running
+    await until(ctl, lambda s: s.fleet is not None and not s.servers)
+    fleet.set_registry(echo=True)
+    snap = await until(ctl, state("echo", ServerState.READY))
+    first = snap.server("echo")
+    assert first is not None and first.reason == "Initialized"
+    endpoint = ctl.endpoints.snapshot()["echo"].endpoint
+    assert isinstance(endpoint, StreamEndpoint) and endpoint.instance_id == first.instance
+    assert await call_echo(endpoint, "hello") == "hello"
+
+    fleet.write_catalog(echo_version="2")
+    snap = await until(
+        ctl,
+        lambda s: s.server("echo") is not None
+        and s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
+        and s.server("echo").instance != first.instance,  # type: ignore[union-attr]
+    )
+    await until(ctl, lambda s: not alive(pid_of(first.instance)), timeout=10)
+    assert len(processes_with(f"{ECHO} {fleet.marker}")) == 1
+
+    fleet.set_registry(echo=False)
+    snap = await until(ctl, state("echo", ServerState.STOPPED))
+    assert processes_with(f"{ECHO} {fleet.marker}") == []
+    assert "echo" not in ctl.endpoints.snapshot()
+
+
+async def test_killed_server_is_restarted_with_backoff(running: tuple[Fleet, Controller]) -> None:
+    fleet, ctl = running
+    fleet.set_registry(echo=True)
+    first = (await until(ctl, state("echo", ServerState.READY))).server("echo")
+    assert first is not None
+    os.kill(pid_of(first.instance), signal.SIGKILL)
+    killed_at = time.monotonic()
+    snap = await until(
+        ctl,
+        lambda s: s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
+        and s.server("echo").instance != first.instance,  # type: ignore[union-attr]
+    )
+    st = snap.server("echo")
+    assert st is not None and st.restarts == 1
+    assert time.monotonic() - killed_at >= 0.2  # the first backoff step
+    assert len(processes_with(f"{ECHO} {fleet.marker}")) == 1
+
+
+async def test_crashing_server_ends_in_crashloop_with_its_reason(
+    running: tuple[Fleet, Controller],
+) -> None:
+    fleet, ctl = running
+    fleet.set_registry(crash=True)
+    snap = await until(ctl, state("crash", ServerState.CRASHLOOP))
+    st = snap.server("crash")
+    assert st is not None and st.exit_code == 3 and st.reason == "CrashLoopBackOff"
+    assert any("refusing to start" in line for line in st.stderr_tail)
+    assert "exit code 3" in st.message
+    restarts = st.restarts
+    await asyncio.sleep(1.5)  # restarts go on, at the backed-off pace (max 1 s here)
+    later = ctl.status().server("crash")
+    assert later is not None and later.state is ServerState.CRASHLOOP
+    assert restarts < later.restarts <= restarts + 3
+    log = (fleet.home / ".state" / "logs" / "crash.log").read_text()
+    assert "refusing to start" in log
+
+
+async def test_broken_registry_stops_nothing_and_a_fix_resumes(
+    running: tuple[Fleet, Controller],
+) -> None:
+    fleet, ctl = running
+    fleet.set_registry(echo=True)
+    ready = (await until(ctl, state("echo", ServerState.READY))).server("echo")
+    assert ready is not None
+    (fleet.home / "registry.yaml").write_text("registry:\n  echo:\n    enabled: [oops\n")
+    snap = await until(ctl, lambda s: bool(s.file_errors))
+    assert "registry.yaml" in str(snap.file_errors[0])
+    await asyncio.sleep(0.5)
+    st = ctl.status().server("echo")
+    assert st is not None and st.state is ServerState.READY and st.instance == ready.instance
+    assert alive(pid_of(ready.instance))
+    fleet.set_registry(echo=True, time=True)
+    snap = await until(ctl, state("time", ServerState.READY))
+    assert not snap.file_errors
+    assert snap.server("echo").instance == ready.instance  # type: ignore[union-attr]
+
+
+async def test_missing_secret_fails_only_its_server_and_no_value_leaks(
+    running: tuple[Fleet, Controller],
+) -> None:
+    fleet, ctl = running
+    out = io.StringIO()
+    handler = setup_logging(fmt="json", stream=out)
+    try:
+        fleet.set_registry(needy=True, holder=True)
+        snap = await until(
+            ctl,
+            lambda s: state("holder", ServerState.READY)(s)
+            and state("needy", ServerState.FAILED)(s),
+        )
+    finally:
+        import logging
+
+        logging.getLogger().removeHandler(handler)
+    needy = snap.server("needy")
+    assert needy is not None and needy.reason == "MissingSecret"
+    assert "needy.token" in needy.message
+    holder_log = (fleet.home / ".state" / "logs" / "holder.log").read_text()
+    assert "token is ***" in holder_log
+    places = {
+        "status": (fleet.home / ".state" / "status.json").read_text(),
+        "controller log": out.getvalue(),
+        "server logs": "".join(
+            p.read_text() for p in (fleet.home / ".state" / "logs").glob("*.log")
+        ),
+        "pid files": "".join(
+            p.read_text() for p in (fleet.home / ".state" / "processes").glob("*.json")
+        ),
+        "process list": subprocess.run(
+            ["ps", "-eo", "args"], capture_output=True, text=True, check=False
+        ).stdout,
+    }
+    assert "holder" in places["status"] and "state" in places["controller log"]
+    for where, text in places.items():
+        assert SECRET_VALUE not in text, f"secret value found in {where}"
+
+
+RUNNER = """
+import sys, typer
+from mcp_fleet.cli import controller_cmds
+from mcp_fleet.logsetup import setup_logging
+app = typer.Typer()
+controller_cmds.register(app)
+@app.callback()
+def main() -> None:
+    setup_logging(fmt="json")
+app(sys.argv[1:])
+"""
+
+
+def start_controller(home: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [PY, "-c", RUNNER, "controller", "--dir", str(home), "--resync", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=(home.parent / "controller.log").open("ab"),
+    )
+
+
+def wait_status(home: Path, check: Callable[[dict], bool], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
+    path = home / ".state" / "status.json"
+    deadline = time.monotonic() + timeout
+    doc: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = {}
+        if doc and check(doc):
+            return doc
+        time.sleep(0.05)
+    log = (home.parent / "controller.log").read_text()[-3000:]
+    raise AssertionError(f"status not reached: {doc}\ncontroller log:\n{log}")
+
+
+def ready_instance(doc: dict, name: str) -> str | None:  # type: ignore[type-arg]
+    for st in doc.get("servers", []):
+        if st["name"] == name and st["state"] == "Ready":
+            return str(st["instance"])
+    return None
+
+
+def test_sigkilled_controller_leaves_no_second_copy(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path / "fleet")
+    fleet.set_registry(grandparent=True)
+    gp = f"{ECHO} {fleet.marker}-gp"
+    straggler = f"{fleet.marker}-straggler"
+    first = start_controller(fleet.home)
+    try:
+        doc = wait_status(fleet.home, lambda d: ready_instance(d, "grandparent") is not None)
+        old = ready_instance(doc, "grandparent")
+        assert len(processes_with(straggler)) == 1 and len(processes_with(gp)) == 1
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        deadline = time.monotonic() + 10
+        while processes_with(gp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(gp) == [], "the server did not die with its controller"
+        (old_straggler,) = processes_with(straggler)  # what the parent-death signal misses
+
+        second = start_controller(fleet.home)
+        try:
+            doc = wait_status(
+                fleet.home,
+                lambda d: ready_instance(d, "grandparent") not in (None, old)
+                and d["controller_pid"] == second.pid,
+            )
+            assert not alive(old_straggler), "the leftover of the killed controller lives on"
+            assert len(processes_with(gp)) == 1, "never two copies"
+            assert len(processes_with(straggler)) == 1  # the new instance's own
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(20)
+        assert _settles(lambda: not processes_with(gp) and not processes_with(straggler))
+    finally:
+        if first.poll() is None:
+            first.kill()
+        for pid in processes_with(fleet.marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _settles(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
