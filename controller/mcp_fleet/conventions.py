@@ -26,6 +26,10 @@ REGISTRY_FILE: Final = "registry.yaml"
 CONFIG_FILE: Final = "config.yaml"
 TOOLS_FILE: Final = "tools.yaml"
 SECRETS_FILE: Final = "secrets.env"
+#: Router access tokens (hashes only), managed by ``mcp-fleet token``.
+TOKENS_FILE: Final = "tokens.yaml"
+#: Optional OIDC settings for the router (issuer, audience, JWKS, identity mapping).
+OIDC_FILE: Final = "oidc.yaml"
 #: Runtime state written by the controller (status, pid files) lives here.
 STATE_DIR: Final = ".state"
 STATUS_FILE: Final = "status.json"

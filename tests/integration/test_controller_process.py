@@ -138,8 +138,8 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
         yield fleet, ctl
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await ctl.aclose()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
+        await asyncio.wait_for(ctl.aclose(), 15)
 
 
 async def until(
@@ -224,9 +224,11 @@ async def test_enable_change_disable(running: tuple[Fleet, Controller]) -> None:
     fleet.write_catalog(echo_version="2")
     snap = await until(
         ctl,
-        lambda s: s.server("echo") is not None
-        and s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
-        and s.server("echo").instance != first.instance,  # type: ignore[union-attr]
+        lambda s: (
+            s.server("echo") is not None
+            and s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
+            and s.server("echo").instance != first.instance
+        ),  # type: ignore[union-attr]
     )
     await until(ctl, lambda s: not alive(pid_of(first.instance)), timeout=10)
     assert len(processes_with(f"{ECHO} {fleet.marker}")) == 1
@@ -246,8 +248,10 @@ async def test_killed_server_is_restarted_with_backoff(running: tuple[Fleet, Con
     killed_at = time.monotonic()
     snap = await until(
         ctl,
-        lambda s: s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
-        and s.server("echo").instance != first.instance,  # type: ignore[union-attr]
+        lambda s: (
+            s.server("echo").state is ServerState.READY  # type: ignore[union-attr]
+            and s.server("echo").instance != first.instance
+        ),  # type: ignore[union-attr]
     )
     st = snap.server("echo")
     assert st is not None and st.restarts == 1
@@ -304,8 +308,9 @@ async def test_missing_secret_fails_only_its_server_and_no_value_leaks(
         fleet.set_registry(needy=True, holder=True)
         snap = await until(
             ctl,
-            lambda s: state("holder", ServerState.READY)(s)
-            and state("needy", ServerState.FAILED)(s),
+            lambda s: (
+                state("holder", ServerState.READY)(s) and state("needy", ServerState.FAILED)(s)
+            ),
         )
     finally:
         import logging
@@ -400,8 +405,10 @@ def test_sigkilled_controller_leaves_no_second_copy(tmp_path: Path) -> None:
         try:
             doc = wait_status(
                 fleet.home,
-                lambda d: ready_instance(d, "grandparent") not in (None, old)
-                and d["controller_pid"] == second.pid,
+                lambda d: (
+                    ready_instance(d, "grandparent") not in (None, old)
+                    and d["controller_pid"] == second.pid
+                ),
             )
             assert not alive(old_straggler), "the leftover of the killed controller lives on"
             assert len(processes_with(gp)) == 1, "never two copies"
@@ -424,3 +431,70 @@ def _settles(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def cli():  # type: ignore[no-untyped-def]
+    import typer
+
+    from mcp_fleet.cli import controller_cmds
+
+    app = typer.Typer()
+    controller_cmds.register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Test entry point."""
+
+    return app
+
+
+def test_cli_dry_run_once_status_logs_and_down(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    fleet = Fleet(tmp_path / "fleet")
+    fleet.set_registry(time=True, holder=True)
+    home = str(fleet.home)
+    runner = CliRunner()
+
+    dry = runner.invoke(cli(), ["controller", "--dir", home, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert [line.split()[:2] for line in dry.stdout.splitlines()] == [
+        ["create", "server:holder"],
+        ["create", "server:time"],
+    ]
+    assert not (fleet.home / ".state" / "status.json").exists()
+
+    once = runner.invoke(cli(), ["controller", "--dir", home, "--once", "--json"])
+    assert once.exit_code == 0, once.output
+    doc = json.loads(once.stdout)
+    assert doc["all_ready"] is True
+    assert {s["name"]: s["state"] for s in doc["servers"]} == {"holder": "Ready", "time": "Ready"}
+    pids = [pid_of(s["instance"]) for s in doc["servers"]]
+    assert _settles(lambda: not any(alive(p) for p in pids)), "--once stops process servers"
+
+    status = runner.invoke(cli(), ["status", "--dir", home, "--json"])
+    assert status.exit_code == 0
+    assert json.loads(status.stdout)["controller_running"] is False
+    table = runner.invoke(cli(), ["status", "--dir", home])
+    assert "controller not running" in table.stdout and "holder" in table.stdout
+
+    logs = runner.invoke(cli(), ["logs", "holder", "--dir", home, "--tail", "5"])
+    assert logs.exit_code == 0 and "token is ***" in logs.stdout
+    assert SECRET_VALUE not in logs.stdout
+    missing = runner.invoke(cli(), ["logs", "nobody", "--dir", home])
+    assert missing.exit_code == 1
+
+    fleet.set_registry(time=True, crash=True)
+    failing = runner.invoke(cli(), ["controller", "--dir", home, "--once"])
+    assert failing.exit_code == 1
+    assert "crash" in failing.stdout
+
+    fleet.set_registry(time=True)
+    (fleet.home / "registry.yaml").write_text("registry: [\n")
+    bad = runner.invoke(cli(), ["controller", "--dir", home, "--once"])
+    assert bad.exit_code == 2
+
+    down = runner.invoke(cli(), ["down", "--dir", home])
+    assert down.exit_code == 0, down.output
+    assert "nothing was running" in down.stdout
+    assert not (fleet.home / ".state" / "status.json").exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client

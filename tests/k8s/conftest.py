@@ -8,7 +8,7 @@ nothing and garbage-collects nothing, so schemas are checked separately
 (``test_manifests``) and ownership is checked by its references.
 
 ``bridge_url`` runs ``mcp-fleet bridge`` around ``mcp-server-time`` as a
-subprocess, once per module: the operator's readiness probe and the bridge
+subprocess, once per test session: the operator's readiness probe and the bridge
 tests talk to a real MCP server over real HTTP.
 """
 
@@ -75,7 +75,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def time_bridge() -> Iterator[int]:
     """A bridge around ``python -m mcp_server_time``; yields its port."""
     port = free_port()

@@ -37,7 +37,10 @@ SERVICES = kmock_lib.resource("", "v1", "services")
 POLICIES = kmock_lib.resource("networking.k8s.io", "v1", "networkpolicies")
 T = TypeVar("T")
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning"),
+]
 
 
 async def eventually(fn: Callable[[], T | None], *, timeout: float = 15.0) -> T:
@@ -117,7 +120,7 @@ async def operator(kmock: Any, kubeconfig_env: Any, time_bridge: int) -> AsyncIt
         probe_timeout=10.0,
     )
     settings = make_settings()
-    settings.scanning.disabled = True  # kmock 0.8 cannot list namespaces
+    assert settings.scanning.disabled  # as in production; kmock 0.8 cannot list namespaces
     task = asyncio.create_task(operate(OperatorOptions(namespaces=(NS,)), config=config, settings=settings))
     try:
         yield config

@@ -47,6 +47,7 @@ DirOpt = Annotated[
     typer.Option(
         "--dir",
         "-d",
+        metavar="DIR",
         help="Fleet directory (default: $MCP_FLEET_HOME, else ~/.mcp-fleet). "
         "--dir ~/.docker/mcp reads an existing Docker MCP setup.",
         rich_help_panel=_FLEET,
@@ -57,6 +58,7 @@ CatalogOpt = Annotated[
     list[Path] | None,
     typer.Option(
         "--catalog",
+        metavar="FILE",
         help="Catalog file; repeat to layer several (later wins). "
         "Default: every catalogs/*.yaml of the fleet directory.",
         rich_help_panel=_FLEET,
@@ -67,6 +69,7 @@ RegistryOpt = Annotated[
     Path | None,
     typer.Option(
         "--registry",
+        metavar="FILE",
         help="registry.yaml to use instead of the fleet directory's.",
         rich_help_panel=_FLEET,
         show_default=False,
@@ -76,6 +79,7 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
+        metavar="FILE",
         help="config.yaml to use instead of the fleet directory's.",
         rich_help_panel=_FLEET,
         show_default=False,
@@ -85,6 +89,7 @@ ToolsOpt = Annotated[
     Path | None,
     typer.Option(
         "--tools-config",
+        metavar="FILE",
         help="tools.yaml to use instead of the fleet directory's.",
         rich_help_panel=_FLEET,
         show_default=False,
@@ -94,6 +99,7 @@ SecretsOpt = Annotated[
     Path | None,
     typer.Option(
         "--secrets",
+        metavar="FILE",
         help="secrets.env to use instead of the fleet directory's.",
         rich_help_panel=_FLEET,
         show_default=False,

@@ -147,7 +147,7 @@ def router_command(
     from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec, parse_server_option
     from mcp_fleet.router.follow import follow_docker_fleet
     from mcp_fleet.router.router import Router
-    from mcp_fleet.router.serve import serve
+    from mcp_fleet.router.serve import run, serve
 
     with exit_on_error():
         adhoc = [parse_server_option(s) for s in server or ()]
@@ -193,7 +193,7 @@ def router_command(
 
     try:
         with exit_on_error():
-            asyncio.run(main())
+            run(main())
     except KeyboardInterrupt:
         pass
 

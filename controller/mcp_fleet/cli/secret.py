@@ -36,7 +36,9 @@ from mcp_fleet.errors import FleetConfigError
 from mcp_fleet.model import DesiredState, FleetFiles
 
 secret_app = typer.Typer(
-    help="Set, list and remove secrets in secrets.env (values are never printed).",
+    help="Set, list and remove secrets in secrets.env (values are never printed). "
+    "secrets.env must be private (mode 600): a file group or others can read is refused, "
+    "and the servers needing its secrets do not start until you chmod 600 it.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )

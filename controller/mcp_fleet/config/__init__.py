@@ -18,7 +18,13 @@ Inside: ``yamlsource`` (YAML with lines), ``schema`` (pydantic edge models),
 
 from mcp_fleet.config.atomic import atomic_write
 from mcp_fleet.config.catalog_import import ImportReport, import_catalog
-from mcp_fleet.config.catalogs import CatalogFile, LayeredCatalog, load_catalog, load_catalogs
+from mcp_fleet.config.catalogs import (
+    CatalogFile,
+    LayeredCatalog,
+    load_catalog,
+    load_catalogs,
+    parse_catalog,
+)
 from mcp_fleet.config.registry import (
     Registry,
     RegistryEntry,
@@ -35,6 +41,7 @@ from mcp_fleet.config.secrets import (
     remove_secret,
     set_secret,
 )
+from mcp_fleet.config.yamlsource import YamlDoc, parse_yaml
 from mcp_fleet.errors import FleetConfigError
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "RegistryEdit",
     "RegistryEntry",
     "SecretsFile",
+    "YamlDoc",
     "atomic_write",
     "default_catalogs",
     "import_catalog",
@@ -57,6 +65,9 @@ __all__ = [
     "load_registry",
     "load_secrets",
     "load_tools",
+    "parse_catalog",
+    "parse_registry",
+    "parse_yaml",
     "remove_secret",
     "resolve_files",
     "set_enabled",

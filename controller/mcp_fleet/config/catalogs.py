@@ -15,6 +15,7 @@ and the resolver marks that one server unusable if the registry enables it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from mcp_fleet.config.schema import (
     extra_keys,
     validation_diagnostics,
 )
-from mcp_fleet.config.yamlsource import YamlDoc, YamlPath, dotted, read_yaml
+from mcp_fleet.config.yamlsource import YamlDoc, YamlPath, dotted, parse_yaml, read_bytes
 from mcp_fleet.errors import Diagnostic, FleetConfigError, Severity
 from mcp_fleet.model import (
     CatalogEntry,
@@ -244,15 +245,31 @@ def parse_catalog(doc: YamlDoc) -> CatalogFile:
     return CatalogFile(
         path=doc.path,
         name=doc.path.stem,
-        entries=entries,
+        entries=frozen_map(entries),
         aliases=aliases,
         diagnostics=tuple(warnings),
     )
 
 
+#: Parsed catalogs by path and content digest: an official catalog is large and rarely
+#: changes, so a reload after a registry edit must not parse it again. Keyed by content
+#: (not mtime, whose granularity is coarse) so an edit is never missed.
+_CACHE: dict[tuple[Path, bytes], CatalogFile] = {}
+_CACHE_SIZE = 32
+
+
 def load_catalog(path: Path) -> CatalogFile:
-    """Read and validate one catalog file."""
-    return parse_catalog(read_yaml(path))
+    """Read and validate one catalog file (parsed once per distinct content)."""
+    raw = read_bytes(path)
+    key = (path, hashlib.blake2b(raw, digest_size=16).digest())
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    catalog = parse_catalog(parse_yaml(raw, path))
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = catalog
+    return catalog
 
 
 def layer(files: Sequence[CatalogFile]) -> LayeredCatalog:

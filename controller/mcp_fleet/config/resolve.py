@@ -64,6 +64,15 @@ def default_catalogs(home: Path) -> tuple[Path, ...]:
     )
 
 
+def _catalog_path(root: Path, given: Path) -> Path:
+    """A ``--catalog`` value: a path, or (like Docker's CLI) the name of a catalog of the home."""
+    path = Path(given).expanduser()
+    if path.exists() or len(path.parts) != 1:
+        return path
+    named = root / conventions.CATALOGS_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    return named if named.exists() else path
+
+
 def resolve_files(
     home: Path | None = None,
     *,
@@ -77,7 +86,7 @@ def resolve_files(
     root = conventions.fleet_home(home)
     return FleetFiles(
         home=root,
-        catalogs=tuple(Path(c).expanduser() for c in catalogs) or default_catalogs(root),
+        catalogs=tuple(_catalog_path(root, c) for c in catalogs) or default_catalogs(root),
         registry=Path(registry).expanduser() if registry else root / conventions.REGISTRY_FILE,
         config=Path(config).expanduser() if config else root / conventions.CONFIG_FILE,
         tools=Path(tools).expanduser() if tools else root / conventions.TOOLS_FILE,

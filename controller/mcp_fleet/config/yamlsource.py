@@ -16,7 +16,6 @@ the loaders are fuzzed with random bytes and must only ever raise that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -31,6 +30,7 @@ YamlPath: TypeAlias = tuple[Key, ...]
 #: More nodes than this (after alias expansion) is refused: a guard against alias bombs.
 MAX_NODES = 200_000
 
+_STR_TAG = "tag:yaml.org,2002:str"
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -94,6 +94,8 @@ class _Builder:
             raise self.fail(node, f"document too large (more than {MAX_NODES} nodes)")
         self.lines.setdefault(at, line if line is not None else node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR_TAG:
+                return node.value  # the common case, without the constructor's overhead
             try:
                 return self.loader.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
@@ -199,25 +201,18 @@ def parse_yaml(raw: bytes | str, path: Path) -> YamlDoc:
         loader.dispose()
 
 
-def read_yaml(path: Path) -> YamlDoc:
-    """Read and parse ``path``; a missing or unreadable file is a ``FleetConfigError``."""
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; a missing or unreadable file is a ``FleetConfigError``."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FleetConfigError(Diagnostic(message="file not found", file=path)) from None
     except OSError as exc:
         raise FleetConfigError(
             Diagnostic(message=f"cannot read file: {exc.strerror or exc}", file=path)
         ) from None
-    return parse_yaml(raw, path)
 
 
-def iter_paths(data: Any, at: YamlPath = ()) -> Iterator[YamlPath]:
-    """Every path inside ``data`` (used by tests and by unknown-key reporting)."""
-    yield at
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from iter_paths(value, (*at, key))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            yield from iter_paths(value, (*at, i))
+def read_yaml(path: Path) -> YamlDoc:
+    """Read and parse ``path``; a missing or unreadable file is a ``FleetConfigError``."""
+    return parse_yaml(read_bytes(path), path)

@@ -39,7 +39,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import JSONRPCNotification, JSONRPCRequest, jsonrpc_message_adapter
 
-from mcp_fleet.transport import MAX_MESSAGE_BYTES, NewlineStream, StreamClosed
+from mcp_fleet.transport import MAX_MESSAGE_BYTES, MessageStream, NewlineStream, StreamClosed
 
 log = logging.getLogger("mcp_fleet.bridge")
 
@@ -53,7 +53,7 @@ Deliver = Callable[[SessionMessage], Awaitable[None]]
 class Backend:
     """The stdio side: a child process, or FIFOs shared with the server's container."""
 
-    stream: NewlineStream
+    stream: MessageStream
     process: asyncio.subprocess.Process | None = None
 
     async def wait(self) -> int:

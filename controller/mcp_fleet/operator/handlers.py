@@ -410,8 +410,14 @@ async def connection_info(cfg: Configuration) -> kopf.ConnectionInfo:
 
 
 def make_settings() -> kopf.OperatorSettings:
-    """kopf settings: nothing of kopf's stored on our objects, warnings posted as Events."""
+    """kopf settings: nothing of kopf's stored on our objects, warnings posted as Events.
+
+    Scanning is off: the watched namespaces are named and the CRD is installed
+    before the operator starts (Helm installs crds/ first), so the operator needs
+    no permission to list namespaces or CustomResourceDefinitions.
+    """
     settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     settings.persistence.finalizer = f"{c.K8S_GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.K8S_GROUP)

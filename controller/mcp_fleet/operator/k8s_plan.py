@@ -290,6 +290,15 @@ def merge_overrides(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
+def fifo_script(directory: str) -> str:
+    """The server container's shell line: run the argv with its stdio on the bridge's FIFOs.
+
+    ``in`` is opened before ``out``, the order the bridge opens them in, so neither blocks
+    the other forever.
+    """
+    return f'exec "$0" "$@" <"{directory}/in" >"{directory}/out"'
+
+
 def _named(items: list[Any]) -> bool:
     return all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items)
 
@@ -451,8 +460,7 @@ def _pod_template(ref: ServerRef, spec: MCPServerSpec, options: PlanOptions) -> 
         server["readinessProbe"] = _http_probe("/readyz", period=5, failures=3)
         server["livenessProbe"] = _http_probe("/healthz", period=10, failures=3)
     else:
-        script = f'exec "$0" "$@" <"{FIFO_DIR}/in" >"{FIFO_DIR}/out"'
-        server["command"] = ["/bin/sh", "-c", script]
+        server["command"] = ["/bin/sh", "-c", fifo_script(FIFO_DIR)]
         server["args"] = [*spec.command, *spec.args]
         mounts.append({"name": "mcp-io", "mountPath": FIFO_DIR})
         volumes.append({"name": "mcp-io", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})

@@ -161,8 +161,8 @@ PHASES: dict[str, int] = {
 }
 
 
-def sort_key(action: Action) -> tuple[int, str, str]:
-    return (PHASES[action.verb], action.server, action.resource)
+def phase_of(action: Action) -> int:
+    return PHASES[action.verb]
 
 
 def describe(action: Action) -> str:

@@ -54,7 +54,7 @@ from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.executor import Executor
 from mcp_fleet.reconcile.memory import Memory, Tracker
-from mcp_fleet.reconcile.plan import placement_of, plan, problem_of
+from mcp_fleet.reconcile.plan import plan, prepare
 from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot, server_statuses
 from mcp_fleet.reconcile.statusfile import status_path, write_status
 from mcp_fleet.runtimes.base import Instance, ObservedState, Runtime
@@ -184,9 +184,12 @@ class Controller:
         """Reconcile until cancelled, woken by files, runtime events and the resync timer."""
         self._acquire_lock()
         stop = asyncio.Event()
-        helpers = [asyncio.create_task(self._follow_events(r)) for r in self.runtimes.values()]
+        helpers = [
+            asyncio.create_task(self._follow_events(r), name=f"events:{k.value}")
+            for k, r in self.runtimes.items()
+        ]
         if self.watch:
-            helpers.append(asyncio.create_task(self._watch_files(stop)))
+            helpers.append(asyncio.create_task(self._watch_files(stop), name="watch-files"))
         try:
             while True:
                 self._wake.clear()
@@ -199,7 +202,10 @@ class Controller:
             stop.set()
             for task in helpers:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            if helpers:  # bounded: a stuck watcher thread must not hold up shutdown
+                _, stuck = await asyncio.wait(helpers, timeout=5.0)
+                for task in stuck:
+                    log_event(log, logging.WARNING, "helper did not stop", task=task.get_name())
 
     async def aclose(self, *, stop_processes: bool = True) -> None:
         """Release the runtimes and the lock; process children are stopped (they cannot
@@ -466,11 +472,8 @@ class Controller:
 
 
 def _failing(desired: DesiredState, memory: Memory) -> set[str]:
-    out = set()
-    for name, spec in desired.servers.items():
-        if spec.enabled and problem_of(spec, placement_of(spec, memory)) is not None:
-            out.add(name)
-    return out
+    prepared = prepare(desired, memory)
+    return {n for n, s in desired.servers.items() if s.enabled and prepared[n].problem is not None}
 
 
 def _watch_targets(files: FleetFiles) -> tuple[list[str], list[str]]:

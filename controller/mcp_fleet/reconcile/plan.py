@@ -34,6 +34,7 @@ runtime reports.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mcp_fleet.model import DesiredState, RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.actions import (
@@ -45,8 +46,8 @@ from mcp_fleet.reconcile.actions import (
     Probe,
     Remove,
     Replace,
+    phase_of,
     short_hash,
-    sort_key,
 )
 from mcp_fleet.reconcile.memory import Memory
 from mcp_fleet.runtimes.base import Instance, ObservedState
@@ -62,6 +63,15 @@ from mcp_fleet.status import (
 ADOPTABLE = frozenset({RuntimeKind.DOCKER, RuntimeKind.KUBERNETES})
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the planner derives from one server's spec alone (cached, see ``prepare``)."""
+
+    config_hash: str
+    placement: Placement
+    problem: tuple[str, str] | None
+
+
 def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) -> Plan:
     """The actions that converge ``observed`` towards ``desired`` (pure, deterministic).
 
@@ -75,39 +85,60 @@ def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) 
         if inst.fleet == desired.fleet and inst.server:
             ours.setdefault(inst.server, []).append(inst)
     blind = frozenset(kind for kind, _ in observed.unavailable)
-    hashes = config_hashes(desired)
+    prepared = prepare(desired, memory)
+    owned, ready, probe_failed = memory.owned, memory.ready, memory.probe_failed
     actions: list[Action] = []
     wake: list[float] = []
-    for name in sorted(set(desired.servers) | set(ours)):
-        insts = sorted(ours.get(name, []), key=lambda i: (i.started_at, i.instance_id))
+    for name in sorted(desired.servers.keys() | ours.keys()):
+        insts = ours.get(name, [])
         spec = desired.servers.get(name)
+        if spec is not None and spec.enabled and len(insts) == 1:
+            # The steady state, kept cheap: one ready instance of the right spec.
+            inst, prep = insts[0], prepared[name]
+            if (
+                inst.running
+                and inst.runtime is prep.placement.kind
+                and inst.config_hash == prep.config_hash
+                and prep.problem is None
+                and inst.instance_id in ready
+                and inst.instance_id in owned
+                and inst.instance_id not in probe_failed
+            ):
+                continue
+        if len(insts) > 1:
+            insts = sorted(insts, key=lambda i: (i.started_at, i.instance_id))
         if spec is None:
             actions += [Remove(i, "orphaned: no registry entry") for i in insts]
         elif not spec.enabled:
             actions += [Remove(i, "disabled") for i in insts]
         else:
-            _plan_enabled(spec, hashes[name], insts, memory, blind, actions, wake)
-    actions.sort(key=sort_key)
+            _plan_enabled(spec, prepared[name], insts, memory, blind, actions, wake)
+    actions.sort(key=phase_of)  # stable: within a phase, server order, then instance age
     return Plan(tuple(actions), min(wake) if wake else None)
 
 
-_hash_cache: list[tuple[DesiredState, dict[str, str]]] = []
+_cache: list[tuple[DesiredState, RuntimeKind, frozenset[RuntimeKind], dict[str, Prepared]]] = []
 
 
-def config_hashes(desired: DesiredState) -> dict[str, str]:
-    """Every server's config hash, computed once per ``DesiredState`` object.
+def prepare(desired: DesiredState, memory: Memory) -> dict[str, Prepared]:
+    """Every server's config hash, placement and problem, computed once per DesiredState.
 
-    Hashing a spec costs ~25 us; the loop plans the same desired state many
-    times, so the last two states' hashes are kept (by identity: a
-    ``DesiredState`` is immutable). Invisible from outside: still pure.
+    Hashing a spec costs ~25 us and the loop plans the same desired state
+    many times, so the last few results are kept, keyed by the identity of
+    the (immutable) ``DesiredState`` and the runtime choice. Invisible from
+    outside: ``plan`` stays a pure function.
     """
-    for cached, hashes in _hash_cache:
-        if cached is desired:
-            return hashes
-    hashes = {name: spec.config_hash() for name, spec in desired.servers.items()}
-    _hash_cache.insert(0, (desired, hashes))
-    del _hash_cache[2:]
-    return hashes
+    preferred, available = memory.preferred_runtime, memory.available_runtimes
+    for cached, pref, avail, result in _cache:
+        if cached is desired and pref is preferred and avail == available:
+            return result
+    result = {}
+    for name, spec in desired.servers.items():
+        placement = placement_of(spec, memory)
+        result[name] = Prepared(spec.config_hash(), placement, problem_of(spec, placement))
+    _cache.insert(0, (desired, preferred, available, result))
+    del _cache[4:]
+    return result
 
 
 def placement_of(spec: ServerSpec, memory: Memory) -> Placement:
@@ -130,15 +161,14 @@ def problem_of(spec: ServerSpec, placement: Placement) -> tuple[str, str] | None
 
 def _plan_enabled(
     spec: ServerSpec,
-    config_hash: str,
+    prep: Prepared,
     insts: list[Instance],
     memory: Memory,
     blind: frozenset[RuntimeKind],
     actions: list[Action],
     wake: list[float],
 ) -> None:
-    placement = placement_of(spec, memory)
-    problem = problem_of(spec, placement)
+    config_hash, placement, problem = prep.config_hash, prep.placement, prep.problem
     if problem is not None:
         reason, message = problem
         if memory.marked.get(spec.name) != f"{reason}: {message}":
@@ -152,6 +182,13 @@ def _plan_enabled(
         return
     if kind in blind:
         return  # its runtime could not be observed this pass: change nothing
+    if not insts:
+        due = memory.next_start.get(spec.name)
+        if due is not None and due > memory.now:
+            wake.append(due)
+        else:
+            actions.append(Create(spec, kind, memory.restart_cause.get(spec.name, "absent")))
+        return
 
     live: list[Instance] = []
     for inst in insts:
@@ -170,7 +207,7 @@ def _plan_enabled(
     stale = [i for i in live if not (i.runtime is kind and i.config_hash == config_hash)]
     if current:
         keep = _best(current, memory)
-        actions += [Remove(i, f"duplicate of {keep.instance_id}") for i in current if i != keep]
+        actions += [Remove(i, f"duplicate of {keep.instance_id}") for i in current if i is not keep]
         retire = tuple(stale)
         if keep.instance_id not in memory.owned:
             actions.append(Adopt(keep, "labelled by this fleet, config unchanged", retire))
@@ -186,7 +223,7 @@ def _plan_enabled(
         return
     if stale:
         old = _best(stale, memory)
-        actions += [Remove(i, f"superseded by {old.instance_id}") for i in stale if i != old]
+        actions += [Remove(i, f"superseded by {old.instance_id}") for i in stale if i is not old]
         if old.runtime is not kind:
             cause = f"runtime changed: {old.runtime.value} -> {kind.value}"
         else:
@@ -198,6 +235,8 @@ def _plan_enabled(
 
 def _best(candidates: Sequence[Instance], memory: Memory) -> Instance:
     """The instance to keep: ready first, then owned, then the oldest; ties by id."""
+    if len(candidates) == 1:
+        return candidates[0]
     return min(
         candidates,
         key=lambda i: (

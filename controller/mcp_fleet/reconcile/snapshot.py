@@ -26,7 +26,7 @@ from mcp_fleet.errors import Diagnostic, Severity
 from mcp_fleet.model import DesiredState, RuntimeKind
 from mcp_fleet.reconcile.backoff import Health
 from mcp_fleet.reconcile.memory import Memory, Tracker
-from mcp_fleet.reconcile.plan import config_hashes, placement_of, problem_of
+from mcp_fleet.reconcile.plan import prepare
 from mcp_fleet.runtimes.base import Instance, ObservedState
 from mcp_fleet.status import (
     REASON_CONFIG_CHANGED,
@@ -177,7 +177,7 @@ def server_statuses(
             by_server.setdefault(inst.server, []).append(inst)
     names = set(by_server) | (set(desired.servers) if desired else set())
     blind = dict(observed.unavailable)
-    hashes = config_hashes(desired) if desired else {}
+    prepared = prepare(desired, memory) if desired else {}
     out = []
     for name in sorted(names):
         insts = by_server.get(name, [])
@@ -199,11 +199,10 @@ def server_statuses(
                 )
             )
             continue
-        placement = placement_of(spec, memory)
-        problem = problem_of(spec, placement)
+        prep = prepared[name]
+        placement, problem, config_hash = prep.placement, prep.problem, prep.config_hash
         running = [i for i in insts if i.running]
         ready = [i for i in running if i.instance_id in memory.ready]
-        config_hash = hashes[name]
         if placement.kind is RuntimeKind.REMOTE and problem is None:
             url = spec.entry.remote.url if spec.entry and spec.entry.remote else ""
             out.append(

@@ -447,7 +447,8 @@ async def _read_body(receive: Receive) -> bytes | None:
 async def _respond(
     send: Send, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    out = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from mcp_fleet import conventions
 from mcp_fleet.router.frontend_http import serve_http
@@ -19,6 +19,17 @@ from mcp_fleet.router.frontend_stdio import serve_stdio
 from mcp_fleet.router.router import Router
 
 Transport = Literal["stdio", "streamable-http", "sse"]
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (a faster event loop), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "streamable-http", "sse")
 
 

@@ -23,12 +23,11 @@ _PATTERNS: Final = {
     "": r"[^/?#]*",
     "+": r"[^?#]*",
     "#": r"(?:#.*)?",
-    "/": r"(?:/[^/?#]*)*",
-    ".": r"(?:\.[^/?#.]*)*",
-    ";": r"(?:;[^/?#]*)*",
     "?": r"(?:\?[^#]*)?",
     "&": r"(?:&[^#]*)*",
 }
+#: Operators whose every variable adds one prefixed segment (any number when exploded).
+_SEGMENTS: Final = {"/": r"/[^/?#]*", ".": r"\.[^/?#.]*", ";": r";[^/?#]*"}
 
 
 class InvalidTemplate(ValueError):
@@ -46,8 +45,13 @@ def compile_template(template: str) -> re.Pattern[str]:
             raise InvalidTemplate(f"unbalanced braces in {template!r}")
         parts.append(re.escape(literal))
         body = m.group(1)
-        op = body[:1] if body[:1] in _PATTERNS and body[:1] != "" else ""
-        parts.append(_PATTERNS[op])
+        op = body[:1]
+        if op in _SEGMENTS:
+            names = body[1:].split(",")
+            repeat = "*" if any(n.endswith("*") for n in names) else f"{{0,{len(names)}}}"
+            parts.append(f"(?:{_SEGMENTS[op]}){repeat}")
+        else:
+            parts.append(_PATTERNS[op] if op in _PATTERNS and op else _PATTERNS[""])
         pos = m.end()
     tail = template[pos:]
     if "{" in tail or "}" in tail:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_support import Invoke
 from click.testing import Result
 from mcp_fleet.cli.main import app
 from typer.testing import CliRunner
-
-Invoke = Callable[..., Result]
 
 
 @pytest.fixture

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Invoke
+import typer
+from cli_support import Invoke
 from mcp_fleet import __version__
+from mcp_fleet.cli.common import exit_on_error
+from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure
 
 
 def test_version(cli: Invoke) -> None:
@@ -50,3 +53,21 @@ def test_usage_error_is_exit_2(cli: Invoke) -> None:
 def test_json_logs_option(cli: Invoke, tmp_path: Path) -> None:
     result = cli("--log-format", "json", "-v", "catalog", "validate", "--dir", str(tmp_path))
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (FleetConfigError(Diagnostic(message="bad", file=Path("registry.yaml"), line=3)), 2),
+        (RuntimeFailure("docker daemon is not running"), 1),
+        (PermissionError(13, "Permission denied", "/etc/x"), 1),
+    ],
+)
+def test_errors_map_to_exit_codes(
+    error: Exception, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(typer.Exit) as info, exit_on_error():
+        raise error
+    assert info.value.exit_code == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

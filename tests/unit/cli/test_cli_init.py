@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Invoke
+from cli_support import Invoke
 from mcp_fleet.config import load_fleet, resolve_files
 from mcp_fleet.examples.fleet import example_files
 

@@ -6,7 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from conftest import Invoke
+from cli_support import Invoke
 
 VALUE = "hunter2-very-secret"
 

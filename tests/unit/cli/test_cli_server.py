@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Invoke
+from cli_support import Invoke
 
 
 def test_ls_json(home: Path, cli: Invoke) -> None:

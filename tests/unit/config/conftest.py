@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from config_support import Load, WriteFleet, dedent
 from mcp_fleet.config import load_fleet, resolve_files
 from mcp_fleet.model import DesiredState
-
-WriteFleet = Callable[..., Path]
-
-
-def dedent(text: str) -> str:
-    return textwrap.dedent(text).lstrip("\n")
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def write_fleet(tmp_path: Path) -> WriteFleet:
 
 
 @pytest.fixture
-def load() -> Callable[[Path], DesiredState]:
+def load() -> Load:
     def _load(home: Path) -> DesiredState:
         return load_fleet(resolve_files(home))
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
-from conftest import WriteFleet
+from config_support import Load, WriteFleet
 from mcp_fleet.errors import FleetConfigError, Severity
-from mcp_fleet.model import DesiredState, Lifecycle, ServerType, SessionMode
-
-Load = Callable[[Path], DesiredState]
+from mcp_fleet.model import Lifecycle, ServerType, SessionMode
 
 FULL = """
 version: "2"

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import dedent
+from config_support import dedent
 from mcp_fleet.config import atomic_write, import_catalog, load_catalog, load_registry, set_enabled
 from mcp_fleet.errors import FleetConfigError
 

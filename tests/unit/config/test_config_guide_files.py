@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-from conftest import WriteFleet
+from config_support import Load, WriteFleet
 from mcp_fleet.config import load_fleet, resolve_files
-from mcp_fleet.model import DesiredState
 
-Load = Callable[[Path], DesiredState]
 REPO = Path(__file__).resolve().parents[3]
 
 # The guide's first catalog snippet, as printed.

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WriteFleet
+from config_support import Load, WriteFleet
 from mcp_fleet import conventions
 from mcp_fleet.config import load_fleet, resolve_files
 from mcp_fleet.errors import FleetConfigError, Severity
-from mcp_fleet.model import DesiredState
-
-Load = Callable[[Path], DesiredState]
 
 
 def test_default_layout(tmp_path: Path) -> None:
@@ -125,3 +121,18 @@ def test_registry_catalog_field_picks_that_catalog(write_fleet: WriteFleet, load
         "registry.yaml:5: registry.v.catalog: catalog 'nowhere' is not loaded "
         "(loaded catalogs: custom, zz)"
     ]
+
+
+def test_a_catalog_rewritten_in_place_is_read_again(write_fleet: WriteFleet, load: Load) -> None:
+    """Parsed catalogs are reused only for identical content, however fast the edit."""
+    home = write_fleet(catalogs={"c": "registry: {a: {image: x}}\n"})
+    assert load(home).catalog["a"].image == "x"
+    (home / "catalogs" / "c.yaml").write_text("registry: {a: {image: y}}\n")  # same size
+    assert load(home).catalog["a"].image == "y"
+
+
+def test_catalog_flag_may_name_a_catalog_of_the_home(tmp_path: Path) -> None:
+    (tmp_path / "catalogs").mkdir()
+    (tmp_path / "catalogs" / "docker-mcp.yaml").write_text("registry: {}\n")
+    files = resolve_files(tmp_path, catalogs=[Path("docker-mcp"), Path("./missing.yaml")])
+    assert files.catalogs == (tmp_path / "catalogs" / "docker-mcp.yaml", Path("missing.yaml"))

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
-from conftest import WriteFleet
+from config_support import Load, WriteFleet
 from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.model import DesiredState
 
-Load = Callable[[Path], DesiredState]
 CATALOG = "registry:\n  a: {image: a}\n  b: {image: b}\n  cisco-asa: {image: c}\n"
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WriteFleet
+from config_support import Load, WriteFleet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp_fleet.config.secrets import (
@@ -20,9 +19,7 @@ from mcp_fleet.config.secrets import (
     set_secret,
 )
 from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.model import DesiredState
 
-Load = Callable[[Path], DesiredState]
 P = Path("/x/secrets.env")
 SECRET = "s3cr3t-VALUE-never-shown"
 
