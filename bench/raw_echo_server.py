@@ -19,12 +19,20 @@ TOOLS = [
     {
         "name": "echo",
         "description": "Return the text unchanged.",
-        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
     },
     {
         "name": "sleep",
         "description": "Sleep, then answer.",
-        "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
+            "required": ["seconds"],
+        },
     },
 ]
 
@@ -71,7 +79,13 @@ async def main() -> None:
             reply(mid, {})
         else:
             transport.write(
-                orjson.dumps({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": "Method not found"}})
+                orjson.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": mid,
+                        "error": {"code": -32601, "message": "Method not found"},
+                    }
+                )
                 + b"\n"
             )
 

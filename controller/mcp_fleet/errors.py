@@ -14,11 +14,11 @@ it to exit code 2 and the controller keeps its last good state when it sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """How bad a diagnostic is: errors block a file (or a server), warnings inform."""
 
     ERROR = "error"

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -31,28 +31,28 @@ def frozen_map(values: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(values or {}))
 
 
-class ServerType(str, Enum):
+class ServerType(StrEnum):
     """Catalog ``type``: a server we run, or a remote one we only route to."""
 
     SERVER = "server"
     REMOTE = "remote"
 
 
-class Lifecycle(str, Enum):
+class Lifecycle(StrEnum):
     """``always`` keeps a server running; ``on-demand`` scales it to zero when idle."""
 
     ALWAYS = "always"
     ON_DEMAND = "on-demand"
 
 
-class SessionMode(str, Enum):
+class SessionMode(StrEnum):
     """Whether client sessions share one backend (default) or get one each."""
 
     SHARED = "shared"
     PER_CLIENT = "per-client"
 
 
-class RuntimeKind(str, Enum):
+class RuntimeKind(StrEnum):
     """Where a server runs."""
 
     PROCESS = "process"
@@ -225,6 +225,10 @@ class FleetFiles:
     config: Path
     tools: Path
     secrets: Path
+    #: True when ``catalogs`` is the directory's ``catalogs/*.yaml`` (no ``--catalog``
+    #: given): readers then rescan the directory, so a catalog file added while
+    #: the controller runs is picked up.
+    catalogs_from_dir: bool = False
 
     @property
     def state_dir(self) -> Path:

@@ -7,11 +7,11 @@ same thing in the same words.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
 
-class ServerState(str, Enum):
+class ServerState(StrEnum):
     """Where a server is in its life, as ``mcp-fleet status`` shows it."""
 
     PENDING = "Pending"  # wanted, not started yet (or waiting for backoff)
@@ -23,7 +23,7 @@ class ServerState(str, Enum):
     UNKNOWN = "Unknown"
 
 
-class ConditionType(str, Enum):
+class ConditionType(StrEnum):
     """Kubernetes-style condition types."""
 
     READY = "Ready"

@@ -14,6 +14,7 @@ router's hot path parses each message once and forwards bytes where it can.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol, runtime_checkable
 
 #: Upper bound of one stdio message; a backend writing more is cut off.
@@ -123,7 +124,5 @@ class NewlineStream:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             self._writer.close()
-        except (ConnectionError, RuntimeError):
-            pass

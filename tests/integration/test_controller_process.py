@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
 from mcp_fleet.logsetup import setup_logging
@@ -143,15 +142,15 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
 
 
 async def until(
-    ctl: Controller, check: Callable[[StatusSnapshot], bool], *, timeout: float = 30.0
+    ctl: Controller, check: Callable[[StatusSnapshot], bool], *, within: float = 30.0
 ) -> StatusSnapshot:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         snap = ctl.status()
         if check(snap):
             return snap
         await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met in {timeout} s; status: {ctl.status().to_json()}")
+    raise AssertionError(f"condition not met in {within} s; status: {ctl.status().to_json()}")
 
 
 def state(name: str, wanted: ServerState) -> Callable[[StatusSnapshot], bool]:
@@ -230,7 +229,7 @@ async def test_enable_change_disable(running: tuple[Fleet, Controller]) -> None:
             and s.server("echo").instance != first.instance
         ),  # type: ignore[union-attr]
     )
-    await until(ctl, lambda s: not alive(pid_of(first.instance)), timeout=10)
+    await until(ctl, lambda s: not alive(pid_of(first.instance)), within=10)
     assert len(processes_with(f"{ECHO} {fleet.marker}")) == 1
 
     fleet.set_registry(echo=False)
@@ -330,13 +329,17 @@ async def test_missing_secret_fails_only_its_server_and_no_value_leaks(
         "pid files": "".join(
             p.read_text() for p in (fleet.home / ".state" / "processes").glob("*.json")
         ),
-        "process list": subprocess.run(
-            ["ps", "-eo", "args"], capture_output=True, text=True, check=False
-        ).stdout,
+        "process list": await _ps(),
     }
     assert "holder" in places["status"] and "state" in places["controller log"]
     for where, text in places.items():
         assert SECRET_VALUE not in text, f"secret value found in {where}"
+
+
+async def _ps() -> str:
+    proc = await asyncio.create_subprocess_exec("ps", "-eo", "args", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return out.decode()
 
 
 RUNNER = """
@@ -435,7 +438,6 @@ def _settles(check: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 def cli():  # type: ignore[no-untyped-def]
     import typer
-
     from mcp_fleet.cli import controller_cmds
 
     app = typer.Typer()

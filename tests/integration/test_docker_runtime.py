@@ -369,9 +369,16 @@ async def test_crashing_server_exits_with_its_code_and_stderr(runtime: DockerRun
     assert any("refusing to start" in line for line in await runtime.logs(seen, tail=5))
     with pytest.raises(ProbeError, match="not running"):
         await runtime.probe(seen, timeout=5)
-    await runtime.stop(seen)
-    assert "crash" not in (await runtime.observe()).by_server()
     assert inst.instance_id == seen.instance_id
+    # Starting the same configuration again replaces the exited container (same name).
+    again = await runtime.start(
+        make_spec("crash", SERVERS_IMAGE, command=(server_in_image("crash_server.py"),))
+    )
+    assert again.instance_id != inst.instance_id
+    (now,) = (await runtime.observe()).by_server()["crash"]
+    assert now.instance_id == again.instance_id
+    await runtime.stop(now)
+    assert "crash" not in (await runtime.observe()).by_server()
 
 
 async def test_events_report_a_killed_server_and_stop_is_idempotent(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import typer
-
 from mcp_fleet.cli.k8s_cmds import register
 
 app = typer.Typer(pretty_exceptions_enable=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,20 +43,43 @@ def free_port() -> int:
 
 
 def start_bridge(*args: str, port: int) -> subprocess.Popen[bytes]:
-    """``mcp-fleet bridge --port PORT ARGS...`` as a child process (the real CLI command)."""
-    return subprocess.Popen(
-        [sys.executable, str(BRIDGE_CLI), "bridge", "--host", "127.0.0.1", "--port", str(port), *args],
+    """``mcp-fleet bridge --port PORT ARGS...`` as a child process (the real CLI command).
+
+    Its log goes to a temporary file (a pipe nobody reads could fill up and stall it).
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the test session)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(BRIDGE_CLI),
+            "bridge",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    _logs[proc.pid] = log
+    return proc
+
+
+_logs: dict[int, Any] = {}
+
+
+def log_of(proc: subprocess.Popen[bytes]) -> str:
+    log = _logs[proc.pid]
+    log.seek(0)
+    return bytes(log.read()).decode(errors="replace")
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, *, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"bridge exited with {proc.returncode}: {err}")
+            raise AssertionError(f"bridge exited with {proc.returncode}: {log_of(proc)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return

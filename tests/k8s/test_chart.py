@@ -15,7 +15,6 @@ import helm_python as helm
 import jsonschema
 import pytest
 import yaml
-
 from conftest import CHART, KUBE_VERSION
 from test_manifests import validate_k8s
 
@@ -23,7 +22,12 @@ RELEASE = "mcp-fleet"
 NAMESPACE = "mcp-fleet"
 
 NON_DEFAULT: dict[str, Any] = {
-    "operator": {"clusterWide": True, "verbosity": 2, "logFormat": "json", "bridgeImage": "mirror/mcp-fleet:0.1.0"},
+    "operator": {
+        "clusterWide": True,
+        "verbosity": 2,
+        "logFormat": "json",
+        "bridgeImage": "mirror/mcp-fleet:0.1.0",
+    },
     "router": {
         "replicas": 3,
         "serverSelector": {"mcp-fleet.dev/team": "platform"},
@@ -37,7 +41,11 @@ NON_DEFAULT: dict[str, Any] = {
         },
         "service": {"type": "LoadBalancer"},
     },
-    "image": {"repository": "registry.corp.internal/mcp-fleet", "tag": "0.1.0-rc1", "pullPolicy": "Always"},
+    "image": {
+        "repository": "registry.corp.internal/mcp-fleet",
+        "tag": "0.1.0-rc1",
+        "pullPolicy": "Always",
+    },
     "imagePullSecrets": [{"name": "corp-pull"}],
     "commonLabels": {"cost-center": "ai"},
 }
@@ -48,7 +56,9 @@ def chart() -> helm.Chart:
     return helm.Chart.load(CHART)
 
 
-def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], str]:
+def render(
+    chart: helm.Chart, values: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], str]:
     files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     notes = files.pop(f"{chart.name}/templates/NOTES.txt", "")
     objects = [doc for text in files.values() for doc in yaml.safe_load_all(text) if doc]
@@ -66,14 +76,18 @@ def one(objects: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]
 
 @pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["default", "non-default"])
 def test_chart_lints_clean_in_strict_mode(values: dict[str, Any] | None) -> None:
-    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(
+        CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
     assert report["errors"] == []
     serious = [m for m in report["messages"] if m["severity"] >= 2]
     assert serious == [], serious
 
 
 @pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["default", "non-default"])
-def test_every_rendered_object_validates_strictly(chart: helm.Chart, values: dict[str, Any] | None) -> None:
+def test_every_rendered_object_validates_strictly(
+    chart: helm.Chart, values: dict[str, Any] | None
+) -> None:
     chart.validate_schema(values)
     objects, _ = render(chart, values)
     assert objects
@@ -101,12 +115,18 @@ def test_defaults_install_namespaced_operator_router_and_token(chart: helm.Chart
     router = one(objects, "Deployment", "-router")
     labels = router["spec"]["template"]["metadata"]["labels"]
     # What server NetworkPolicies let in:
-    assert (labels["app.kubernetes.io/part-of"], labels["app.kubernetes.io/component"]) == ("mcp-fleet", "router")
+    assert (labels["app.kubernetes.io/part-of"], labels["app.kubernetes.io/component"]) == (
+        "mcp-fleet",
+        "router",
+    )
     (rc,) = router["spec"]["template"]["spec"]["containers"]
     assert rc["args"][rc["args"].index("router") :][:2] == ["router", "--kubernetes"]
     token_env = next(e for e in rc["env"] if e["name"] == "MCP_FLEET_ROUTER_TOKEN")
     secret = one(objects, "Secret", "-router-token")
-    assert token_env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "token"}
+    assert token_env["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "token",
+    }
     assert len(secret["data"]["token"]) >= 48
     service = one(objects, "Service", "-router")
     assert service["spec"]["selector"] == router["spec"]["selector"]["matchLabels"]
@@ -123,12 +143,19 @@ def test_non_default_values_cluster_wide_ingress_existing_secret(chart: helm.Cha
         "mcp-fleet-router",
     }
     binding = one(objects, "ClusterRoleBinding", "-operator")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mcp-fleet-operator", "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mcp-fleet-operator", "namespace": NAMESPACE}
+    ]
     operator = one(objects, "Deployment", "-operator")
     args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--all-namespaces" in args and args.count("--verbose") == 2 and "--log-format=json" in args
+    assert (
+        "--all-namespaces" in args and args.count("--verbose") == 2 and "--log-format=json" in args
+    )
     assert operator["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "corp-pull"}]
-    assert operator["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.corp.internal/mcp-fleet:0.1.0-rc1"
+    assert (
+        operator["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.corp.internal/mcp-fleet:0.1.0-rc1"
+    )
     router = one(objects, "Deployment", "-router")
     rc = router["spec"]["template"]["spec"]["containers"][0]
     assert "--selector=mcp-fleet.dev/team=platform" in rc["args"]
@@ -137,7 +164,10 @@ def test_non_default_values_cluster_wide_ingress_existing_secret(chart: helm.Cha
     ingress = one(objects, "Ingress", "-router")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"] == [{"hosts": ["mcp.corp.internal"], "secretName": "mcp-tls"}]
-    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "mcp-fleet-router"
+    assert (
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        == "mcp-fleet-router"
+    )
     assert router["metadata"]["labels"]["cost-center"] == "ai"
     assert "https://mcp.corp.internal/mcp" in notes
 
@@ -154,7 +184,9 @@ def test_watch_namespaces_get_one_role_each_and_router_can_be_off(chart: helm.Ch
     for binding in by_kind(objects, "RoleBinding"):
         assert binding["subjects"][0]["namespace"] == NAMESPACE  # the operator's own ServiceAccount
     assert not [o for o in objects if o["metadata"]["name"].endswith("-router")]
-    args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert "port-forward" not in notes
 
@@ -164,10 +196,16 @@ def test_rbac_is_least_privilege(chart: helm.Chart) -> None:
         objects, _ = render(chart, values)
         for role in by_kind(objects, "Role") + by_kind(objects, "ClusterRole"):
             for rule in role["rules"]:
-                assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"][
+                    "name"
+                ]
                 assert "secrets" not in rule["resources"], "no component needs to read Secrets"
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-        router_rules = [r for r in by_kind(objects, "Role") + by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-router")]
+        router_rules = [
+            r
+            for r in by_kind(objects, "Role") + by_kind(objects, "ClusterRole")
+            if r["metadata"]["name"].endswith("-router")
+        ]
         for role in router_rules:
             assert [rule["resources"] for rule in role["rules"]] == [["mcpservers"]]
 

@@ -19,11 +19,10 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import pytest
 import yaml
+from conftest import CHART, CRD_FILE, EXAMPLES, KUBE_VERSION
 from mcp_fleet.operator.k8s_plan import PlanOptions, ServerRef, plan_children
 from mcp_fleet.operator.spec import MCPServerSpec, parse_spec
 from pydantic import BaseModel
-
-from conftest import CHART, CRD_FILE, EXAMPLES, KUBE_VERSION
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OPTIONS = PlanOptions(bridge_image="mcp-fleet:0.1.0", fleet_namespace="mcp-fleet")
@@ -72,10 +71,8 @@ def test_crd_schema_is_structural_and_documented(crd_schema: dict[str, Any]) -> 
     for path, node in _walk(crd_schema):
         typed = "type" in node or node.get("x-kubernetes-int-or-string")
         assert typed, f"{path or '<root>'}: no type (a structural schema needs one everywhere)"
-        top_level_meta = path in (".apiVersion", ".kind", ".metadata")
-        if path.startswith((".spec", ".status")) and not path.endswith(("[]", "{}")):
-            assert node.get("description"), f"{path}: no description"
-        elif not top_level_meta and path and not path.endswith(("[]", "{}")):
+        container_item = path.endswith(("[]", "{}"))
+        if path and path != ".metadata" and not container_item:
             assert node.get("description"), f"{path}: no description"
 
 
@@ -108,7 +105,9 @@ def test_crd_schema_and_operator_model_have_the_same_fields(crd_schema: dict[str
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=[p.name for p in EXAMPLE_FILES])
-def test_example_is_valid_and_generates_valid_objects(path: Any, crd_schema: dict[str, Any]) -> None:
+def test_example_is_valid_and_generates_valid_objects(
+    path: Any, crd_schema: dict[str, Any]
+) -> None:
     doc = yaml.safe_load(path.read_text())
     assert doc["apiVersion"] == "mcp-fleet.dev/v1alpha1" and doc["kind"] == "MCPServer"
     jsonschema.Draft7Validator(crd_schema).validate(doc)
@@ -134,16 +133,31 @@ def test_examples_cover_the_init_servers() -> None:
         ({}, "spec"),
     ],
 )
-def test_crd_schema_rejects_bad_objects(doc: dict[str, Any], where: str, crd_schema: dict[str, Any]) -> None:
-    obj = {"apiVersion": "mcp-fleet.dev/v1alpha1", "kind": "MCPServer", "metadata": {"name": "x"}, **doc}
+def test_crd_schema_rejects_bad_objects(
+    doc: dict[str, Any], where: str, crd_schema: dict[str, Any]
+) -> None:
+    obj = {
+        "apiVersion": "mcp-fleet.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": "x"},
+        **doc,
+    }
     with pytest.raises(jsonschema.ValidationError) as info:
         jsonschema.Draft7Validator(crd_schema).validate(obj)
     assert where in "/".join(str(p) for p in info.value.absolute_path) + info.value.message
 
 
 SPECS: dict[str, dict[str, Any]] = {
-    "inline": {"image": "mcp-fleet:0.1.0", "command": ["mcp-server-time"], "bridge": {"mode": "inline"}},
-    "sidecar": {"image": "mcp/time", "command": ["mcp-server-time"], "args": ["--local-timezone=UTC"]},
+    "inline": {
+        "image": "mcp-fleet:0.1.0",
+        "command": ["mcp-server-time"],
+        "bridge": {"mode": "inline"},
+    },
+    "sidecar": {
+        "image": "mcp/time",
+        "command": ["mcp-server-time"],
+        "args": ["--local-timezone=UTC"],
+    },
     "per-client": {
         "image": "mcp-fleet:0.1.0",
         "command": ["python", "-m", "calc"],
@@ -156,7 +170,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "allow-hosts": {
         "image": "srv",
         "command": ["srv"],
-        "network": {"allowHosts": ["api.github.com:443", "10.0.0.0/8", "[2001:db8::/32]:443", "example.org"]},
+        "network": {
+            "allowHosts": ["api.github.com:443", "10.0.0.0/8", "[2001:db8::/32]:443", "example.org"]
+        },
     },
     "open": {"image": "srv", "command": ["srv"], "network": {"mode": "open"}},
     "overrides": {
@@ -164,9 +180,16 @@ SPECS: dict[str, dict[str, Any]] = {
         "command": ["srv"],
         "imagePullPolicy": "Always",
         "env": [{"name": "A", "value": "1"}],
-        "secretRefs": [{"name": "tokens", "key": "github", "env": "GITHUB_TOKEN", "optional": True}],
+        "secretRefs": [
+            {"name": "tokens", "key": "github", "env": "GITHUB_TOKEN", "optional": True}
+        ],
         "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi", "cpu": 2}},
-        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "readOnlyRootFilesystem": False},
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "readOnlyRootFilesystem": False,
+        },
         "podTemplate": {
             "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
             "spec": {
@@ -177,13 +200,22 @@ SPECS: dict[str, dict[str, Any]] = {
             },
         },
     },
-    "on-demand": {"image": "srv", "command": ["srv"], "lifecycle": {"mode": "on-demand", "idleTimeout": 60}},
+    "on-demand": {
+        "image": "srv",
+        "command": ["srv"],
+        "lifecycle": {"mode": "on-demand", "idleTimeout": 60},
+    },
 }
 
 
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_generated_objects_validate_strictly(kind: str, crd_schema: dict[str, Any]) -> None:
-    obj = {"apiVersion": "mcp-fleet.dev/v1alpha1", "kind": "MCPServer", "metadata": {"name": kind}, "spec": SPECS[kind]}
+    obj = {
+        "apiVersion": "mcp-fleet.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": kind},
+        "spec": SPECS[kind],
+    }
     jsonschema.Draft7Validator(crd_schema).validate(obj)
     spec = parse_spec(SPECS[kind], name=kind)
     server = ServerRef(kind, "team-a", f"uid-{kind}", 1, created=NOW - timedelta(hours=1))

@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 
 import kmock as kmock_lib
 import pytest
+from conftest import write_kubeconfig
 from mcp_fleet.operator.handlers import OperatorConfig, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions
 from mcp_fleet.operator.main import OperatorOptions, operate
-
-from conftest import write_kubeconfig
 
 NS = "mcp"
 MCP = kmock_lib.resource("mcp-fleet.dev", "v1alpha1", "mcpservers")
@@ -43,16 +42,16 @@ pytestmark = [
 ]
 
 
-async def eventually(fn: Callable[[], T | None], *, timeout: float = 15.0) -> T:
+async def eventually(fn: Callable[[], T | None], *, within: float = 15.0) -> T:
     """Poll ``fn`` until it returns something truthy; fail with the last value otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     value: T | None = None
     while asyncio.get_running_loop().time() < deadline:
         value = fn()
         if value:
             return value
         await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met in {timeout}s; last value: {value!r}")
+    raise AssertionError(f"condition not met in {within}s; last value: {value!r}")
 
 
 def get(kmock: Any, resource: Any, name: str) -> dict[str, Any] | None:
@@ -102,7 +101,9 @@ TIME_SPEC = {
 
 
 @pytest.fixture
-async def operator(kmock: Any, kubeconfig_env: Any, time_bridge: int) -> AsyncIterator[OperatorConfig]:
+async def operator(
+    kmock: Any, kubeconfig_env: Any, time_bridge: int
+) -> AsyncIterator[OperatorConfig]:
     kmock.resources.load_bundled()
     kmock.resources[MCP] = kmock_lib.ResourceInfo(
         kind="MCPServer",
@@ -121,7 +122,9 @@ async def operator(kmock: Any, kubeconfig_env: Any, time_bridge: int) -> AsyncIt
     )
     settings = make_settings()
     assert settings.scanning.disabled  # as in production; kmock 0.8 cannot list namespaces
-    task = asyncio.create_task(operate(OperatorOptions(namespaces=(NS,)), config=config, settings=settings))
+    task = asyncio.create_task(
+        operate(OperatorOptions(namespaces=(NS,)), config=config, settings=settings)
+    )
     try:
         yield config
     finally:
@@ -175,7 +178,10 @@ async def test_server_is_created_probed_rolled_out_and_healed(kmock: Any, operat
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsUser"] == 65534
     assert pod["automountServiceAccountToken"] is False
-    assert {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "time-secrets", "key": "token", "optional": False}}} in server["env"]
+    assert {
+        "name": "API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "time-secrets", "key": "token", "optional": False}},
+    } in server["env"]
     assert server["readinessProbe"]["httpGet"]["path"] == "/readyz"
     first_hash = dep["spec"]["template"]["metadata"]["annotations"]["mcp-fleet.dev/config-hash"]
 
@@ -197,21 +203,33 @@ async def test_server_is_created_probed_rolled_out_and_healed(kmock: Any, operat
     await report_ready_pods(kmock, "time")
     st = await eventually(lambda: (s := status(kmock, "time")).get("state") == "Ready" and s)
     ready = condition(st, "Ready")
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Initialized", 1)
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "True",
+        "Initialized",
+        1,
+    )
     assert {"get_current_time", "convert_time"} <= set(st["tools"])
     assert st["serverInfo"]["name"] == "mcp-time"
     assert condition(st, "Degraded")["status"] == "False"
     assert st["readyReplicas"] == 1 and st["configHash"] == first_hash
 
     # A spec change rolls out: a new config hash on the pod template.
-    change = {"metadata": {"generation": 2}, "spec": {"env": [{"name": "TZ", "value": "Europe/Paris"}]}}
+    change = {
+        "metadata": {"generation": 2},
+        "spec": {"env": [{"name": "TZ", "value": "Europe/Paris"}]},
+    }
     await call(kmock, "PATCH", f"{MCP_PATH}/time", change)
     dep = await eventually(
-        lambda: (d := get(kmock, DEPLOYMENTS, "time"))
-        and d["spec"]["template"]["metadata"]["annotations"]["mcp-fleet.dev/config-hash"] != first_hash
-        and d
+        lambda: (
+            (d := get(kmock, DEPLOYMENTS, "time"))
+            and d["spec"]["template"]["metadata"]["annotations"]["mcp-fleet.dev/config-hash"]
+            != first_hash
+            and d
+        )
     )
-    assert {"name": "TZ", "value": "Europe/Paris"} in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TZ", "value": "Europe/Paris"} in dep["spec"]["template"]["spec"]["containers"][
+        0
+    ]["env"]
     st = await eventually(lambda: (s := status(kmock, "time")).get("observedGeneration") == 2 and s)
     assert condition(st, "Ready")["observedGeneration"] == 2
 
@@ -221,7 +239,9 @@ async def test_server_is_created_probed_rolled_out_and_healed(kmock: Any, operat
     assert svc["metadata"]["ownerReferences"] == [owner]
 
 
-async def test_deleted_server_leaves_children_to_the_garbage_collector(kmock: Any, operator: Any) -> None:
+async def test_deleted_server_leaves_children_to_the_garbage_collector(
+    kmock: Any, operator: Any
+) -> None:
     """Deletion: no finalizer, no delete handler; ownerReferences let the GC remove children.
 
     kmock has no garbage collector, so what can be checked is what the GC
@@ -245,18 +265,27 @@ async def test_deleted_server_leaves_children_to_the_garbage_collector(kmock: An
         obj = get(kmock, resource, name)
         assert obj is not None
         (ref,) = obj["metadata"]["ownerReferences"]
-        assert (ref["uid"], ref["controller"], ref["blockOwnerDeletion"]) == ("uid-gone", True, True)
+        assert (ref["uid"], ref["controller"], ref["blockOwnerDeletion"]) == (
+            "uid-gone",
+            True,
+            True,
+        )
         assert len(kmock.objects[(resource, NS, name)].history) == versions[(resource, name)]
 
 
-async def test_bad_spec_is_degraded_with_the_field_named_then_recovers(kmock: Any, operator: Any) -> None:
+async def test_bad_spec_is_degraded_with_the_field_named_then_recovers(
+    kmock: Any, operator: Any
+) -> None:
     bad = {"image": "mcp-fleet:test", "command": ["x"], "transport": "grpc", "port": 70000}
     await call(kmock, "POST", MCP_PATH, mcpserver("broken", bad))
     st = await eventually(lambda: (s := status(kmock, "broken")).get("state") and s)
     assert st["state"] == "Failed"
     degraded = condition(st, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
-    assert "spec.transport: expected 'stdio', 'streamable-http' or 'sse', got 'grpc'" in degraded["message"]
+    assert (
+        "spec.transport: expected 'stdio', 'streamable-http' or 'sse', got 'grpc'"
+        in degraded["message"]
+    )
     assert "spec.port" in degraded["message"]
     assert condition(st, "Ready")["status"] == "False"
     await asyncio.sleep(0.6)
@@ -266,7 +295,9 @@ async def test_bad_spec_is_degraded_with_the_field_named_then_recovers(kmock: An
     await call(kmock, "PATCH", f"{MCP_PATH}/broken", fix)
     dep = await eventually(lambda: get(kmock, DEPLOYMENTS, "broken"))
     assert dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9000
-    st = await eventually(lambda: (s := status(kmock, "broken")).get("observedGeneration") == 2 and s)
+    st = await eventually(
+        lambda: (s := status(kmock, "broken")).get("observedGeneration") == 2 and s
+    )
     assert condition(st, "Degraded")["status"] == "False"
 
 
@@ -311,7 +342,12 @@ async def test_remote_server_is_probed_and_image_problems_are_reported(
             "containerStatuses": [
                 {
                     "name": "server",
-                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "nope:missing"'}},
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "nope:missing"',
+                        }
+                    },
                 }
             ]
         },

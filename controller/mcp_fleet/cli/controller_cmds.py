@@ -272,9 +272,9 @@ def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = 
     for kind, error in snapshot.runtime_errors.items():
         parts.append(Text(f"runtime {kind} unavailable: {error}", style="red"))
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("NAME", "DESIRED", "STATE", "REASON", "RUNTIME", "INSTANCE", "RESTARTS", "AGE",
-                "LAST ERROR"):  # fmt: skip
-        table.add_column(col, overflow="fold")
+    for col in ("NAME", "DESIRED", "STATE", "REASON", "RUNTIME", "INSTANCE", "RESTARTS", "AGE"):
+        table.add_column(col, overflow="fold", min_width=3)
+    table.add_column("LAST ERROR", overflow="fold", ratio=1, min_width=16)
     for st in snapshot.servers:
         age = _age(now - st.started_at) if st.started_at else "-"
         message = st.message
@@ -282,11 +282,18 @@ def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = 
             message = f"{message} | stderr: {st.stderr_tail[-1]}"
         table.add_row(
             st.name, st.desired, Text(st.state.value, style=_STATE_STYLE.get(st.state, "")),
-            st.reason, st.runtime or "-", st.instance or "-", str(st.restarts), age,
+            st.reason, st.runtime or "-", _short_id(st.instance), str(st.restarts), age,
             Text(message or "", style="red" if message else ""),
         )  # fmt: skip
     parts.append(table if snapshot.servers else Text("no servers in the registry", style="dim"))
     return Group(*parts)
+
+
+def _short_id(instance: str | None) -> str:
+    """Container ids as ``docker ps`` shows them (12 hex); process ids whole."""
+    if not instance:
+        return "-"
+    return instance if instance.startswith("pid:") else instance[:12]
 
 
 def _age(seconds: float) -> str:

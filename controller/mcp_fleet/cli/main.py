@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mcp_fleet import __version__
-from mcp_fleet.cli import catalog, init, secret, server
+from mcp_fleet.cli import catalog, controller_cmds, init, secret, server
 from mcp_fleet.cli.common import LogFormat, LogFormatOpt, VerboseOpt, setup_logging
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ COMMAND_MODULES: list[Callable[[typer.Typer], None]] = [
     catalog.register,
     server.register,
     secret.register,
+    controller_cmds.register,
 ]
 
 
@@ -59,3 +60,7 @@ def main(
 
 for _register in COMMAND_MODULES:
     _register(app)
+
+
+if __name__ == "__main__":
+    app()

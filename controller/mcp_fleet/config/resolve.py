@@ -84,9 +84,11 @@ def resolve_files(
 ) -> FleetFiles:
     """Where each fleet file is: the directory's, unless a Docker-style flag names another."""
     root = conventions.fleet_home(home)
+    explicit = tuple(_catalog_path(root, c) for c in catalogs)
     return FleetFiles(
         home=root,
-        catalogs=tuple(_catalog_path(root, c) for c in catalogs) or default_catalogs(root),
+        catalogs=explicit or default_catalogs(root),
+        catalogs_from_dir=not explicit,
         registry=Path(registry).expanduser() if registry else root / conventions.REGISTRY_FILE,
         config=Path(config).expanduser() if config else root / conventions.CONFIG_FILE,
         tools=Path(tools).expanduser() if tools else root / conventions.TOOLS_FILE,
@@ -277,8 +279,14 @@ class _Resolver:
         )
 
 
+def current_catalogs(files: FleetFiles) -> tuple[Path, ...]:
+    """The catalog files as of now: rescanned when they come from the directory."""
+    return default_catalogs(files.home) if files.catalogs_from_dir else files.catalogs
+
+
 def load_fleet(files: FleetFiles, *, fleet: str | None = None) -> DesiredState:
     """Read and resolve every fleet file; ``FleetConfigError`` when a file is broken."""
+    files = replace(files, catalogs=current_catalogs(files))
     errors: list[Diagnostic] = []
 
     def attempt(fn: Any, *args: Any) -> Any:

@@ -42,10 +42,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from mcp_fleet import conventions
+from mcp_fleet.config.resolve import current_catalogs
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
 from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
 from mcp_fleet.logsetup import log_event, redactor
@@ -64,6 +66,8 @@ log = logging.getLogger("mcp_fleet.controller")
 
 Loader = Callable[[FleetFiles], DesiredState]
 LOCK_FILE = "controller.lock"
+#: Reason shown for process servers once their controller has stopped.
+REASON_CONTROLLER_EXITED = "ControllerExited"
 
 
 def default_loader(files: FleetFiles) -> DesiredState:
@@ -126,6 +130,8 @@ class Controller:
         self._wake_at: float | None = None
         self._pass_lock = asyncio.Lock()
         self._lock_file: IO[str] | None = None
+        self._signature: tuple[tuple[str, int, int, int], ...] = ()
+        self._loaded_at = float("-inf")
 
     # Public API.
 
@@ -149,7 +155,7 @@ class Controller:
 
     async def preview(self) -> Plan:
         """The plan a pass would apply now, without applying it (``--dry-run``)."""
-        desired = self._load()
+        desired = await self._load()
         observed = await self._observe()
         return plan(desired, observed, self._memory())
 
@@ -157,7 +163,7 @@ class Controller:
         """One pass: load, observe, plan, apply (repeated until nothing is left to do)."""
         self._acquire_lock()
         async with self._pass_lock:
-            desired = self._load()
+            desired = await self._load()
             observed = await self._observe()
             memory = self._memory()
             current = Plan()
@@ -212,14 +218,23 @@ class Controller:
         outlive the controller anyway), containers keep running."""
         process = self.runtimes.get(RuntimeKind.PROCESS)
         stop_all = getattr(process, "stop_all", None)
-        if stop_processes and stop_all is not None:
+        stopped = stop_processes and stop_all is not None
+        if stop_all is not None and stopped:
             await stop_all()
         await self.endpoints.publish({})
         for runtime in self.runtimes.values():
             with contextlib.suppress(Exception):
                 await runtime.aclose()
         if self.write_status_file and self._lock_file is not None:
-            final = StatusSnapshot(**{**_fields(self._snapshot), "controller_pid": None})
+            servers = tuple(
+                replace(s, state=ServerState.STOPPED, reason=REASON_CONTROLLER_EXITED,
+                        message="process servers end with their controller", instance=None,
+                        started_at=None)
+                if stopped and s.runtime == RuntimeKind.PROCESS.value else s
+                for s in self._snapshot.servers
+            )  # fmt: skip
+            final = replace(self._snapshot, controller_pid=None, servers=servers)
+            self._snapshot = final
             with contextlib.suppress(OSError):
                 write_status(self.status_file, final)
         self._release_lock()
@@ -235,9 +250,20 @@ class Controller:
             self.clock(), preferred=self.preferred_runtime, available=frozenset(self.runtimes)
         )
 
-    def _load(self) -> DesiredState | None:
+    async def _load(self) -> DesiredState | None:
+        """Read the fleet files (in a thread: parsing YAML must not stall a router on this loop).
+
+        Skipped when no file changed since the last read (same size, mtime and
+        inode), unless a resync period has passed: a pass woken by a server
+        exit does not re-parse a hundred catalog entries.
+        """
+        signature = _signature(self.files)
+        fresh = self.clock() - self._loaded_at < self.resync_seconds
+        if signature == self._signature and fresh and (self._desired or self._file_errors):
+            return self._desired
+        self._signature, self._loaded_at = signature, self.clock()
         try:
-            desired = self.loader(self.files)
+            desired = await asyncio.to_thread(self.loader, self.files)
         except FleetConfigError as exc:
             self._set_file_errors(exc.diagnostics)
             return self._desired
@@ -476,6 +502,25 @@ def _failing(desired: DesiredState, memory: Memory) -> set[str]:
     return {n for n, s in desired.servers.items() if s.enabled and prepared[n].problem is not None}
 
 
+def _signature(files: FleetFiles) -> tuple[tuple[str, int, int, int], ...]:
+    """Size, mtime and inode of every fleet file: a cheap "did anything change"."""
+    out = []
+    for path in (
+        *current_catalogs(files),
+        files.registry,
+        files.config,
+        files.tools,
+        files.secrets,
+    ):
+        try:
+            st = path.stat()
+        except OSError:
+            out.append((str(path), -1, -1, -1))
+            continue
+        out.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
 def _watch_targets(files: FleetFiles) -> tuple[list[str], list[str]]:
     """Directories to watch and the paths under them that matter."""
     home = files.home.resolve()
@@ -487,7 +532,3 @@ def _watch_targets(files: FleetFiles) -> tuple[list[str], list[str]]:
         if not resolved.is_relative_to(home) and resolved.parent.is_dir():
             roots.add(str(resolved.parent))
     return sorted(roots), sorted(wanted)
-
-
-def _fields(snapshot: StatusSnapshot) -> dict[str, Any]:
-    return {name: getattr(snapshot, name) for name in StatusSnapshot.__dataclass_fields__}

@@ -32,15 +32,32 @@ class Clock:
 
 
 class Files:
-    """A loader whose result (or error) the test sets."""
+    """A loader whose result (or error) the test sets; setting it touches registry.yaml,
+    as an edit would (the controller skips reading files that did not change)."""
 
     def __init__(self, state: DesiredState) -> None:
-        self.state: DesiredState | Exception = state
+        self._state: DesiredState | Exception = state
+        self.edits = 0
+        self.reads = 0
+        self.path: Path | None = None
 
-    def __call__(self, _files: FleetFiles) -> DesiredState:
-        if isinstance(self.state, Exception):
-            raise self.state
-        return self.state
+    @property
+    def state(self) -> DesiredState | Exception:
+        return self._state
+
+    @state.setter
+    def state(self, value: DesiredState | Exception) -> None:
+        self._state = value
+        self.edits += 1
+        if self.path is not None:
+            self.path.write_text("#" * self.edits)
+
+    def __call__(self, files: FleetFiles) -> DesiredState:
+        self.path = files.registry
+        self.reads += 1
+        if isinstance(self._state, Exception):
+            raise self._state
+        return self._state
 
 
 def make(tmp_path: Path, state: DesiredState, **kw: object) -> tuple[Controller, FakeRuntime, Files, EndpointTable, Clock]:  # fmt: skip  # noqa: E501
@@ -175,3 +192,16 @@ async def test_dry_run_preview_applies_nothing(tmp_path: Path) -> None:
     preview = await ctl.preview()
     assert str(preview).startswith("create      server:a")
     assert not [c for c in fake.calls if c[0] == "start"]
+
+
+async def test_unchanged_files_are_not_parsed_again_until_a_resync(tmp_path: Path) -> None:
+    ctl, _, files, _, clock = make(tmp_path, desired(spec("a")), resync_seconds=30.0)
+    await ctl.reconcile_once()
+    await ctl.reconcile_once()
+    assert files.reads == 1
+    files.state = desired(spec("a"), spec("b"))
+    assert (await ctl.reconcile_once()).server("b") is not None
+    assert files.reads == 2
+    clock.now += 31.0
+    await ctl.reconcile_once()
+    assert files.reads == 3

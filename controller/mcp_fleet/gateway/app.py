@@ -1,0 +1,192 @@
+"""``build_gateway_app``: the router's HTTP app wrapped in the team gateway.
+
+::
+
+    app = build_gateway_app(HttpFrontend(router), settings=GatewaySettings(home=home),
+                            status_provider=lambda: snapshot.to_json())
+    uvicorn.Config(app, ...)            # lifespan is passed through to the router's app
+    router.guard = app.guard            # per-call allow-list, limits, metrics, audit
+
+Routes: ``/healthz`` and ``/readyz`` answer without checks (probes come
+from kubelets and load balancers with other Host headers and no token);
+everything else passes ``GatewayMiddleware`` (rebinding, auth, body
+limits), then ``/``, ``/api/status`` and ``/static/*`` go to the status
+pages, ``/metrics`` to Prometheus (``public_metrics=True`` exempts it from
+auth, for in-cluster scrapers), and the rest (``/mcp``, ``/sse``,
+``/messages``) to the inner app, which finds the caller's identity with
+``identity_from_scope(scope)``.
+
+Building the app is where the start-up rules are enforced: a broken
+tokens or OIDC file is a ``FleetConfigError``, and a non-loopback host
+without auth is an ``UnsafeBindError`` unless ``allow_unauthenticated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp_fleet import conventions
+from mcp_fleet.gateway.audit import AuditLog, AuditSettings
+from mcp_fleet.gateway.auth import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    PUBLIC_PATHS,
+    Authenticator,
+    GatewayMiddleware,
+    refuse_unauthenticated_bind,
+)
+from mcp_fleet.gateway.cookies import CookieSigner
+from mcp_fleet.gateway.guard import CallGuard
+from mcp_fleet.gateway.limits import Limiter, LimitSettings
+from mcp_fleet.gateway.metrics import FleetMetrics, default_metrics
+from mcp_fleet.gateway.oidc import OidcValidator, load_oidc_config
+from mcp_fleet.gateway.rebinding import HostPolicy
+from mcp_fleet.gateway.tokens import TokenVerifier, tokens_path
+from mcp_fleet.gateway.web import PATHS as PAGE_PATHS
+from mcp_fleet.gateway.web import StatusPages, StatusProvider
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything the gateway is configured with (CLI flags map one to one)."""
+
+    #: Fleet directory: ``tokens.yaml`` and ``oidc.yaml`` are read from here.
+    home: Path
+    #: The address the server listens on (decides whether auth is mandatory).
+    host: str = conventions.DEFAULT_HTTP_HOST
+    tokens_file: Path | None = None
+    #: OIDC settings; default ``<home>/oidc.yaml`` when that file exists.
+    oidc_file: Path | None = None
+    allow_unauthenticated: bool = False
+    #: Extra Host names (``name`` or ``name:port``; ``*`` disables the Host check).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Extra browser origins (``https://console.example.com``; ``*`` allows all).
+    allowed_origins: tuple[str, ...] = ()
+    rebinding_protection: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_seconds: float | None = DEFAULT_BODY_TIMEOUT_SECONDS
+    public_metrics: bool = False
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    title: str = "mcp-fleet"
+    refresh_seconds: float = 5.0
+    cookie_max_age_seconds: int = 12 * 3600
+
+    def tokens_path(self) -> Path:
+        return self.tokens_file or tokens_path(self.home)
+
+    def oidc_path(self) -> Path | None:
+        if self.oidc_file is not None:
+            return self.oidc_file
+        default = self.home / conventions.OIDC_FILE
+        return default if default.exists() else None
+
+
+class GatewayApp:
+    """The composed ASGI application; its parts are attributes for the router to use."""
+
+    def __init__(
+        self,
+        inner: ASGIApp,
+        *,
+        settings: GatewaySettings,
+        status_provider: StatusProvider,
+        metrics: FleetMetrics | None = None,
+    ) -> None:
+        self.inner = inner
+        self.settings = settings
+        self.metrics = metrics or default_metrics()
+        tokens = TokenVerifier(settings.tokens_path())
+        oidc_path = settings.oidc_path()
+        oidc = OidcValidator(load_oidc_config(oidc_path)) if oidc_path is not None else None
+        self.auth = Authenticator(
+            tokens=tokens,
+            oidc=oidc,
+            cookies=CookieSigner(max_age=settings.cookie_max_age_seconds),
+        )
+        refuse_unauthenticated_bind(
+            settings.host, self.auth.required, settings.allow_unauthenticated
+        )
+        self.audit = AuditLog(settings.audit)
+        self.limiter = Limiter(settings.limits)
+        self.guard = CallGuard(metrics=self.metrics, limiter=self.limiter, audit=self.audit)
+        self.pages = StatusPages(
+            status_provider,
+            metrics=self.metrics,
+            title=settings.title,
+            refresh_seconds=settings.refresh_seconds,
+        )
+        self._metrics_app = self.metrics.asgi_app()
+        public = (PUBLIC_PATHS | {"/metrics"}) if settings.public_metrics else PUBLIC_PATHS
+        self.middleware = GatewayMiddleware(
+            self._route,
+            auth=self.auth,
+            hosts=HostPolicy(
+                allowed_hosts=settings.allowed_hosts,
+                allowed_origins=settings.allowed_origins,
+                enabled=settings.rebinding_protection,
+            ),
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout_seconds,
+            public_paths=frozenset(public),
+            on_reject=self.metrics.rejected,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        await self.middleware(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path in PAGE_PATHS:
+            await self.pages(scope, receive, send)
+        elif path == "/metrics":
+            await self._metrics_app(scope, receive, send)
+        else:
+            await self.inner(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_through(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        await self.inner(scope, receive, send_through)
+
+    async def aclose(self) -> None:
+        """Flush and close the audit log, close the JWKS client."""
+        await asyncio.to_thread(self.audit.close)
+        if self.auth.oidc is not None:
+            await self.auth.oidc.aclose()
+
+
+def build_gateway_app(
+    inner_mcp_asgi_app: ASGIApp,
+    *,
+    settings: GatewaySettings,
+    status_provider: StatusProvider,
+    metrics: FleetMetrics | None = None,
+) -> GatewayApp:
+    """Wrap the router's HTTP app in the gateway (see the module docstring)."""
+    return GatewayApp(
+        inner_mcp_asgi_app, settings=settings, status_provider=status_provider, metrics=metrics
+    )
+
+
+def auth_configured(settings: GatewaySettings) -> bool:
+    """Whether a token exists or OIDC is configured (for a CLI's early bind check)."""
+    if settings.oidc_path() is not None:
+        return True
+    return TokenVerifier(settings.tokens_path()).configured

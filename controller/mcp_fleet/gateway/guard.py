@@ -1,0 +1,174 @@
+"""Per-call policy for the router: allow-list, limits, metrics and audit in two calls.
+
+The router checks and records each forwarded call (``tools/call``, and
+``prompts/get``/``resources/read`` with ``tool=None``) like this::
+
+    ticket = guard.begin(identity, session_id, server, tool, request_bytes=len(raw),
+                         arguments=params.get("arguments"))
+    if isinstance(ticket, dict):            # refused: a JSON-RPC error object
+        session.error_obj(mid, ticket)      # forbidden (-32040) or limited (-32029)
+        return
+    ... forward; when the reply (or a timeout, cancellation, backend death) comes:
+    ticket.finish(outcome=outcome_of(reply), response_bytes=len(raw_reply))
+
+``begin`` and ``finish`` never await and never raise, so they fit the
+router's synchronous ``handle``. ``finish`` is idempotent (a call that is
+cancelled and then answered is counted once). A refused call is still
+counted (``mcp_fleet_calls_total{outcome="forbidden"|"limited"}``) and
+audited, since refusals are what an operator looks for first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from mcp_fleet.gateway.audit import AuditLog
+from mcp_fleet.gateway.identity import ANONYMOUS, Identity, forbidden_error
+from mcp_fleet.gateway.limits import Limiter, LimitExceededError, Permit
+from mcp_fleet.gateway.metrics import FleetMetrics, Outcome
+
+#: JSON-RPC error codes the router uses that mean something more specific than "error".
+_CODE_OUTCOMES: Final = {-32001: Outcome.TIMEOUT, -32003: Outcome.UNAVAILABLE}
+
+
+def outcome_of(
+    reply: Mapping[str, Any], *, code_outcomes: Mapping[int, Outcome] | None = None
+) -> Outcome:
+    """The outcome of a call from its JSON-RPC reply (``error``, ``isError`` or ok)."""
+    error = reply.get("error")
+    if isinstance(error, Mapping):
+        code = error.get("code")
+        table = _CODE_OUTCOMES if code_outcomes is None else code_outcomes
+        return table.get(code, Outcome.ERROR) if isinstance(code, int) else Outcome.ERROR
+    result = reply.get("result")
+    if isinstance(result, Mapping) and result.get("isError") is True:
+        return Outcome.TOOL_ERROR
+    return Outcome.OK
+
+
+class CallTicket:
+    """One admitted call, until ``finish``."""
+
+    __slots__ = (
+        "_done", "_guard", "_permit", "arguments", "identity", "method", "request_bytes",
+        "server", "session", "started", "tool",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        guard: CallGuard,
+        permit: Permit,
+        identity: Identity,
+        session: str | None,
+        server: str,
+        tool: str | None,
+        method: str,
+        request_bytes: int,
+        arguments: Mapping[str, Any] | None,
+    ) -> None:
+        self._guard = guard
+        self._permit = permit
+        self._done = False
+        self.identity = identity
+        self.session = session
+        self.server = server
+        self.tool = tool
+        self.method = method
+        self.request_bytes = request_bytes
+        self.arguments = arguments
+        self.started = guard.metrics.call_started(server, tool or "")
+
+    def finish(self, *, outcome: str, response_bytes: int = 0, error: str | None = None) -> None:
+        """Record how the call ended (idempotent)."""
+        if self._done:
+            return
+        self._done = True
+        self._permit.release()
+        g = self._guard
+        seconds = g.metrics.call_finished(
+            self.server, self.tool or "", outcome=outcome, started=self.started
+        )
+        if g.audit is not None:
+            g.audit.record(
+                identity=self.identity.label,
+                session=self.session,
+                server=self.server,
+                tool=self.tool,
+                duration_ms=seconds * 1000.0,
+                outcome=str(outcome),
+                request_bytes=self.request_bytes,
+                response_bytes=response_bytes,
+                method=self.method,
+                error=error,
+                arguments=self.arguments,
+            )
+
+
+class CallGuard:
+    """What the router consults for every call it forwards."""
+
+    def __init__(
+        self, *, metrics: FleetMetrics, limiter: Limiter, audit: AuditLog | None = None
+    ) -> None:
+        self.metrics = metrics
+        self.limiter = limiter
+        self.audit = audit
+
+    def begin(
+        self,
+        identity: Identity | None,
+        session: str | None,
+        server: str,
+        tool: str | None,
+        *,
+        method: str = "tools/call",
+        request_bytes: int = 0,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> CallTicket | dict[str, Any]:
+        """A ticket for an admitted call, or the JSON-RPC error object to answer with.
+
+        ``identity=None`` (stdio: the client launched us) is the anonymous
+        identity, allowed everything. ``tool=None`` asks for the whole server
+        (prompts, resources), which needs a server-wide grant.
+        """
+        who = identity or ANONYMOUS
+        if not who.allows(server, tool):
+            self._refused(who, session, server, tool, method, request_bytes, Outcome.FORBIDDEN)
+            return forbidden_error(who, server, tool)
+        try:
+            permit = self.limiter.acquire(who.label, server)
+        except LimitExceededError as exc:
+            self.metrics.limit_hit(exc.limit)
+            self._refused(
+                who, session, server, tool, method, request_bytes, Outcome.LIMITED, exc.message
+            )
+            return exc.error()
+        return CallTicket(
+            self, permit, who, session, server, tool, method, request_bytes, arguments
+        )
+
+    def _refused(
+        self,
+        who: Identity,
+        session: str | None,
+        server: str,
+        tool: str | None,
+        method: str,
+        request_bytes: int,
+        outcome: Outcome,
+        error: str | None = None,
+    ) -> None:
+        self.metrics.call_rejected(server, tool or "", outcome=outcome)
+        if self.audit is not None:
+            self.audit.record(
+                identity=who.label,
+                session=session,
+                server=server,
+                tool=tool,
+                duration_ms=0.0,
+                outcome=outcome.value,
+                request_bytes=request_bytes,
+                method=method,
+                error=error or f"{who.label} is not allowed to use this",
+            )

@@ -1,0 +1,321 @@
+"""Prometheus metrics of the fleet, behind a small API that hides prometheus_client.
+
+The router and the controller report what happens through a handful of
+calls, so neither imports prometheus_client nor knows metric names::
+
+    from mcp_fleet.gateway import metrics
+    started = metrics.call_started("github", "create_issue")
+    ...
+    metrics.call_finished("github", "create_issue", outcome="ok", started=started)
+    metrics.call_rejected("github", "create_issue", outcome="forbidden")
+    metrics.backend_state("github", "Ready")       # a status.ServerState value
+    metrics.reconcile_pass(seconds=0.012, errors=0)
+    metrics.cold_start("github", seconds=0.42)
+
+The module functions act on one process-wide ``FleetMetrics``
+(``default_metrics()``); tests build their own with a private registry.
+
+Exported (``/metrics``, through prometheus_client's ASGI app):
+
+- ``mcp_fleet_calls_total{server,tool,outcome}`` (outcome: ``Outcome``)
+- ``mcp_fleet_call_duration_seconds{server,tool}`` histogram
+- ``mcp_fleet_calls_in_flight{server}``
+- ``mcp_fleet_backend_state{server,mcp_fleet_backend_state}`` (an Enum: 1 for the current state)
+- ``mcp_fleet_reconcile_passes_total``, ``mcp_fleet_reconcile_errors_total{kind}``,
+  ``mcp_fleet_reconcile_duration_seconds``
+- ``mcp_fleet_cold_starts_total{server}``, ``mcp_fleet_cold_start_seconds{server}``
+- ``mcp_fleet_http_rejections_total{reason}`` (401, 403, 413... by cause)
+- ``mcp_fleet_limited_calls_total{limit}``
+- the process collector (CPU, memory, open files) and Python GC.
+
+Hot path: labelled children are looked up once per (server, tool, outcome)
+and cached in a dict, since ``labels()`` takes a lock and builds a tuple
+key; a finished call then costs a counter increment, a histogram observation
+and a gauge decrement (about 2 us). A 60-second window of calls and errors
+per server, kept here too, gives the status page its "calls per minute"
+without parsing Prometheus samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    make_asgi_app,
+)
+
+from mcp_fleet.status import ServerState
+
+CALL_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+COLD_START_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+RECONCILE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+WINDOW_SECONDS: Final = 60
+STATES: Final = tuple(s.value for s in ServerState)
+
+
+class Outcome(StrEnum):
+    """How a call ended (the ``outcome`` label)."""
+
+    OK = "ok"
+    ERROR = "error"  # the server answered with a JSON-RPC error
+    TOOL_ERROR = "tool_error"  # a result with isError: true
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    UNAVAILABLE = "unavailable"  # the server could not be reached or died mid-call
+    FORBIDDEN = "forbidden"
+    LIMITED = "limited"
+
+
+class _Window:
+    """Calls and errors of one server over the last minute, in one-second slots."""
+
+    __slots__ = ("calls", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = [0] * WINDOW_SECONDS
+        self.errors = [0] * WINDOW_SECONDS
+        self.seconds = [-1] * WINDOW_SECONDS
+
+    def add(self, second: int, error: bool) -> None:
+        i = second % WINDOW_SECONDS
+        if self.seconds[i] != second:
+            self.seconds[i] = second
+            self.calls[i] = 0
+            self.errors[i] = 0
+        self.calls[i] += 1
+        if error:
+            self.errors[i] += 1
+
+    def totals(self, second: int) -> tuple[int, int]:
+        calls = errors = 0
+        for i, stamp in enumerate(self.seconds):
+            if second - stamp < WINDOW_SECONDS:
+                calls += self.calls[i]
+                errors += self.errors[i]
+        return calls, errors
+
+
+class FleetMetrics:
+    """Every metric of one process, in its own registry."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        process_collectors: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        reg = self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        if process_collectors:
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+            GCCollector(registry=reg)
+        self.calls = Counter(
+            "mcp_fleet_calls", "MCP tool calls by server, tool and outcome.",
+            ["server", "tool", "outcome"], registry=reg,
+        )  # fmt: skip
+        self.call_seconds = Histogram(
+            "mcp_fleet_call_duration_seconds", "Duration of MCP tool calls through the router.",
+            ["server", "tool"], buckets=CALL_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "mcp_fleet_calls_in_flight", "MCP calls forwarded and not answered yet.",
+            ["server"], registry=reg,
+        )  # fmt: skip
+        self.state = Enum(
+            "mcp_fleet_backend_state", "State of each server of the fleet.",
+            ["server"], states=list(STATES), registry=reg,
+        )  # fmt: skip
+        self.reconcile_passes = Counter(
+            "mcp_fleet_reconcile_passes", "Reconcile passes of the controller.", registry=reg
+        )
+        self.reconcile_errors = Counter(
+            "mcp_fleet_reconcile_errors", "Errors met by reconcile passes.", ["kind"], registry=reg
+        )
+        self.reconcile_seconds = Histogram(
+            "mcp_fleet_reconcile_duration_seconds", "Duration of reconcile passes.",
+            buckets=RECONCILE_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.cold_starts = Counter(
+            "mcp_fleet_cold_starts",
+            "On-demand servers started by a call.",
+            ["server"],
+            registry=reg,
+        )
+        self.cold_start_seconds = Histogram(
+            "mcp_fleet_cold_start_seconds", "From a call to a cold server until it is ready.",
+            ["server"], buckets=COLD_START_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "mcp_fleet_http_rejections", "HTTP requests refused by the gateway, by reason.",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.limited = Counter(
+            "mcp_fleet_limited_calls", "Calls refused by a concurrency or rate limit.",
+            ["limit"], registry=reg,
+        )  # fmt: skip
+        self._done: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._running: dict[str, Any] = {}
+        self._inflight: dict[str, int] = {}
+        self._windows: dict[str, _Window] = {}
+        self._totals: dict[str, list[int]] = {}
+
+    # -- calls (hot path) ---------------------------------------------------------
+
+    def call_started(self, server: str, tool: str) -> float:
+        """Count a call in flight; returns the start time to give ``call_finished``."""
+        gauge = self._running.get(server)
+        if gauge is None:
+            gauge = self._running[server] = self.in_flight.labels(server)
+        gauge.inc()
+        self._inflight[server] = self._inflight.get(server, 0) + 1
+        return self._clock()
+
+    def call_finished(self, server: str, tool: str, *, outcome: str, started: float) -> float:
+        """Record the end of a call begun with ``call_started``; returns its duration (s)."""
+        now = self._clock()
+        seconds = now - started
+        self._running[server].dec()
+        self._inflight[server] -= 1
+        hist = self._latency.get((server, tool))
+        if hist is None:
+            hist = self._latency[(server, tool)] = self.call_seconds.labels(server, tool)
+        hist.observe(seconds)
+        self._count(server, tool, outcome, now)
+        return seconds
+
+    def call_rejected(self, server: str, tool: str, *, outcome: str) -> None:
+        """A call answered without reaching the server (forbidden, limited, unavailable)."""
+        self._count(server, tool, outcome, self._clock())
+
+    def _count(self, server: str, tool: str, outcome: str, now: float) -> None:
+        key = (server, tool, outcome)
+        counter = self._done.get(key)
+        if counter is None:
+            counter = self._done[key] = self.calls.labels(server, tool, outcome)
+        counter.inc()
+        window = self._windows.get(server)
+        if window is None:
+            window = self._windows[server] = _Window()
+            self._totals[server] = [0, 0]
+        error = outcome != Outcome.OK
+        window.add(int(now), error)
+        totals = self._totals[server]
+        totals[0] += 1
+        if error:
+            totals[1] += 1
+
+    # -- fleet ------------------------------------------------------------------------
+
+    def backend_state(self, server: str, state: str) -> None:
+        """The current state of ``server`` (a ``status.ServerState`` value)."""
+        self.state.labels(server).state(state if state in STATES else ServerState.UNKNOWN.value)
+
+    def backend_removed(self, server: str) -> None:
+        """``server`` left the fleet: drop its state series."""
+        with contextlib.suppress(KeyError):
+            self.state.remove(server)
+
+    def reconcile_pass(self, *, seconds: float | None = None, errors: int = 0) -> None:
+        self.reconcile_passes.inc()
+        if seconds is not None:
+            self.reconcile_seconds.observe(seconds)
+        if errors:
+            self.reconcile_errors.labels("action").inc(errors)
+
+    def reconcile_error(self, kind: str) -> None:
+        """An error of a given kind (``files``, ``runtime``, ``action``) during a pass."""
+        self.reconcile_errors.labels(kind).inc()
+
+    def cold_start(self, server: str, *, seconds: float) -> None:
+        self.cold_starts.labels(server).inc()
+        self.cold_start_seconds.labels(server).observe(seconds)
+
+    def rejected(self, reason: str) -> None:
+        """An HTTP request refused by the gateway (the middleware's ``on_reject``)."""
+        self.rejections.labels(reason).inc()
+
+    def limit_hit(self, limit: str) -> None:
+        self.limited.labels(limit).inc()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def recent(self) -> dict[str, dict[str, int]]:
+        """Per server: calls and errors in the last minute, totals, calls in flight."""
+        second = int(self._clock())
+        out: dict[str, dict[str, int]] = {}
+        for server in sorted(set(self._windows) | set(self._running)):
+            window = self._windows.get(server)
+            calls, errors = window.totals(second) if window else (0, 0)
+            totals = self._totals.get(server, [0, 0])
+            out[server] = {
+                "calls_per_minute": calls,
+                "errors_per_minute": errors,
+                "calls_total": totals[0],
+                "errors_total": totals[1],
+                "in_flight": self._inflight.get(server, 0),
+            }
+        return out
+
+    def asgi_app(self) -> Callable[..., Any]:
+        """The ``/metrics`` ASGI application (text exposition, gzip when asked)."""
+        return make_asgi_app(self.registry)
+
+
+_default: FleetMetrics | None = None
+
+
+def default_metrics() -> FleetMetrics:
+    """The process-wide metrics (created on first use)."""
+    global _default
+    if _default is None:
+        _default = FleetMetrics()
+    return _default
+
+
+def call_started(server: str, tool: str) -> float:
+    return default_metrics().call_started(server, tool)
+
+
+def call_finished(server: str, tool: str, *, outcome: str, started: float) -> float:
+    return default_metrics().call_finished(server, tool, outcome=outcome, started=started)
+
+
+def call_rejected(server: str, tool: str, *, outcome: str) -> None:
+    default_metrics().call_rejected(server, tool, outcome=outcome)
+
+
+def backend_state(server: str, state: str) -> None:
+    default_metrics().backend_state(server, state)
+
+
+def backend_removed(server: str) -> None:
+    default_metrics().backend_removed(server)
+
+
+def reconcile_pass(*, seconds: float | None = None, errors: int = 0) -> None:
+    default_metrics().reconcile_pass(seconds=seconds, errors=errors)
+
+
+def reconcile_error(kind: str) -> None:
+    default_metrics().reconcile_error(kind)
+
+
+def cold_start(server: str, *, seconds: float) -> None:
+    default_metrics().cold_start(server, seconds=seconds)
