@@ -46,6 +46,8 @@ async def main() -> None:
     def reply(mid: object, result: object) -> None:
         transport.write(orjson.dumps({"jsonrpc": "2.0", "id": mid, "result": result}) + b"\n")
 
+    sleepers: set[asyncio.Task[None]] = set()
+
     async def sleep_then_reply(mid: object, seconds: float) -> None:
         await asyncio.sleep(seconds)
         reply(mid, {"content": [{"type": "text", "text": f"slept {seconds}"}], "isError": False})
@@ -60,7 +62,9 @@ async def main() -> None:
             params = msg["params"]
             args = params.get("arguments") or {}
             if params["name"] == "sleep":
-                loop.create_task(sleep_then_reply(mid, float(args.get("seconds", 1))))
+                task = loop.create_task(sleep_then_reply(mid, float(args.get("seconds", 1))))
+                sleepers.add(task)
+                task.add_done_callback(sleepers.discard)
                 continue
             text = str(args.get("text", ""))
             reply(mid, {"content": [{"type": "text", "text": text}], "isError": False})

@@ -255,12 +255,16 @@ class Target:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the proxy process (Popen: its pid is what the CPU figures read)."""
+        return subprocess.Popen(
+            self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env={**os.environ, **self.env},
+        )  # fmt: skip
+
     async def start(self) -> None:
         if self.kind == "http":
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env={**os.environ, **self.env},
-            )  # fmt: skip
+            self.proc = self.launch()
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -377,7 +381,7 @@ async def sdk_latency(argv: list[str], n: int) -> dict[str, Any]:
     params = StdioServerParameters(command=argv[0], args=argv[1:], cwd=str(ROOT))
     async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
         await s.initialize()
-        while not any(t.name == "echo" for t in (await s.list_tools()).tools):
+        while not any(t.name == "echo" for t in (await s.list_tools()).tools):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
         async def call() -> None:
@@ -452,7 +456,7 @@ async def throughput_direct(backend: list[str], concurrency: int, seconds: float
 
 
 async def in_flight(target: Target, calls: int, sleep: float) -> dict[str, Any]:
-    """``calls`` sleeping calls at once: 100 sessions, each with its share on its own connections."""
+    """``calls`` sleeping calls at once: 100 sessions, each call on a connection of its own."""
     per = calls // 100
     sessions: list[HttpSession] = []
     for _ in range(100):
@@ -462,7 +466,7 @@ async def in_flight(target: Target, calls: int, sleep: float) -> dict[str, Any]:
             extra = HttpSession("127.0.0.1", target.port, target.url_path)
             extra.reader, extra.writer = await asyncio.open_connection("127.0.0.1", target.port)
             extra.session_id = first.session_id
-            extra.next_id = 1000
+            extra.next_id = 1000 * len(sessions)
             sessions.append(extra)
     t0 = time.monotonic()
     outcomes = await asyncio.gather(
@@ -491,7 +495,6 @@ def ensure_peers() -> None:
         print(f"creating bench/.venv/{name} ...", flush=True)
         subprocess.run([PY, "-m", "venv", str(env)], check=True)
         subprocess.run([str(env / "bin" / "pip"), "install", "-q", *packages], check=False)
-
 
 
 @contextlib.asynccontextmanager
@@ -593,7 +596,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             ours = thr.get(f"router (http) x{sessions}", {}).get("calls_per_s")
             direct = thr.get(f"direct (stdio) x{sessions}", {}).get("calls_per_s")
             best_peer = max(
-                (v.get("calls_per_s", 0) for k, v in thr.items() if k.endswith(f"x{sessions}") and "router" not in k and "direct" not in k),
+                (
+                    v.get("calls_per_s", 0)
+                    for k, v in thr.items()
+                    if k.endswith(f"x{sessions}") and "router" not in k and "direct" not in k
+                ),
                 default=0,
             )  # fmt: skip
             summary[f"{label} x{sessions}"] = {

@@ -38,7 +38,9 @@ class Recorder:
         self.elicited: list[Any] = []
         self.changed = asyncio.Event()
 
-    async def sampling(self, ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    async def sampling(
+        self, ctx: Any, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
         self.sampled.append(params)
         return types.CreateMessageResult(
             role="assistant", content=types.TextContent(type="text", text="42"), model="test-model"
@@ -56,7 +58,10 @@ class Recorder:
 
     async def handler(self, message: Any) -> None:
         self.messages.append(message)
-        if "list_changed" in repr(message) or "ListChanged" in type(getattr(message, "root", message)).__name__:
+        if (
+            "list_changed" in repr(message)
+            or "ListChanged" in type(getattr(message, "root", message)).__name__
+        ):
             self.changed.set()
 
     def session_kwargs(self) -> dict[str, Any]:
@@ -126,7 +131,9 @@ async def stdio_client_to_router(
 
 
 @contextlib.asynccontextmanager
-async def http_client(url: str, recorder: Recorder | None = None) -> AsyncIterator[tuple[ClientSession, Recorder]]:
+async def http_client(
+    url: str, recorder: Recorder | None = None
+) -> AsyncIterator[tuple[ClientSession, Recorder]]:
     runner = ClientRunner(lambda: streamable_http_client(url), recorder)
     try:
         session = await runner.session()

@@ -23,7 +23,17 @@ from mcp.shared.exceptions import MCPError
 from mcp_fleet.router.adhoc import AdhocFleet
 from mcp_fleet.router.frontend_http import serve_http
 from mcp_fleet.router.router import Router
-from router_support import ECHO, FEATURE, TIME, Recorder, http_client, stdio_client_to_router, text_of, until_tools, wait_for
+from router_support import (
+    ECHO,
+    FEATURE,
+    TIME,
+    Recorder,
+    http_client,
+    stdio_client_to_router,
+    text_of,
+    until_tools,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -78,7 +88,15 @@ async def test_tools_of_every_backend_are_aggregated_over_several_pages(client: 
     session, _ = client
     tools, pages = await all_pages(session.list_tools, "tools")
     names = {t.name for t in tools}
-    assert {"echo", "add", "sleep", "get_current_time", "convert_time", "progress", "sample"} <= names
+    assert {
+        "echo",
+        "add",
+        "sleep",
+        "get_current_time",
+        "convert_time",
+        "progress",
+        "sample",
+    } <= names
     assert {f"bulk_{i:03d}" for i in range(120)} <= names
     assert len(names) == len(tools)
     assert pages >= 3
@@ -207,12 +225,27 @@ async def test_prompts_with_arguments_and_completion(client: Any) -> None:
     assert [a.name for a in greet.arguments or []] == ["name", "style"]
     got = await session.get_prompt("greet", {"name": "Ada", "style": "formal"})
     assert got.messages[0].content.text == "Good day, Ada."  # type: ignore[union-attr]
-    done = await session.complete(types.PromptReference(type="ref/prompt", name="greet"), {"name": "style", "value": "f"})
+    done = await session.complete(
+        types.PromptReference(type="ref/prompt", name="greet"), {"name": "style", "value": "f"}
+    )
     assert done.completion.values == ["formal"]
     ids = await session.complete(
-        types.ResourceTemplateReference(type="ref/resource", uri="feature://item/{id}"), {"name": "id", "value": "11"}
+        types.ResourceTemplateReference(type="ref/resource", uri="feature://item/{id}"),
+        {"name": "id", "value": "11"},
     )
-    assert ids.completion.values == ["11", "110", "111", "112", "113", "114", "115", "116", "117", "118", "119"]
+    assert ids.completion.values == [
+        "11",
+        "110",
+        "111",
+        "112",
+        "113",
+        "114",
+        "115",
+        "116",
+        "117",
+        "118",
+        "119",
+    ]
 
 
 async def test_large_payload_of_ten_megabytes(client: Any) -> None:
@@ -234,7 +267,10 @@ async def test_structured_output_schema_annotations_and_meta(client: Any) -> Non
     session, _ = client
     tools, _ = await all_pages(session.list_tools, "tools")
     tool = next(t for t in tools if t.name == "structured")
-    assert tool.output_schema is not None and set(tool.output_schema["properties"]) == {"sum", "product"}
+    assert tool.output_schema is not None and set(tool.output_schema["properties"]) == {
+        "sum",
+        "product",
+    }
     assert tool.annotations is not None and tool.annotations.title == "Arithmetic"
     assert tool.annotations.read_only_hint is True
     assert tool.meta == {"fleet.test/tag": "structured"}

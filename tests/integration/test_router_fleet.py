@@ -1,4 +1,4 @@
-"""The router in front of a changing fleet: collisions, timeouts, crashes, new servers, many clients.
+"""The router in front of a changing fleet: collisions, timeouts, crashes, new servers, clients.
 
 The router runs in the test's loop (streamable HTTP on a free port) and
 follows an endpoint table of real server processes, so the tests can change
@@ -59,7 +59,14 @@ async def test_colliding_names_are_prefixed_and_all_reachable(fleet: Fleet) -> N
     async with http_client(fleet.url) as (session, _):
         await until_tools(session, {"alpha__echo", "beta__echo", "wait"})
         names = await tool_names(session)
-        assert {"alpha__echo", "alpha__add", "alpha__sleep", "beta__echo", "beta__add", "beta__sleep"} <= names
+        assert {
+            "alpha__echo",
+            "alpha__add",
+            "alpha__sleep",
+            "beta__echo",
+            "beta__add",
+            "beta__sleep",
+        } <= names
         assert "echo" not in names and "wait" in names  # unique names stay as the server gives them
         assert text_of(await session.call_tool("alpha__echo", {"text": "a"})) == "a"
         assert text_of(await session.call_tool("beta__add", {"a": 2, "b": 3})) == "5.0"
@@ -74,7 +81,9 @@ async def test_slow_backend_times_out_naming_the_server_and_is_cancelled(fleet: 
         with pytest.raises(MCPError) as err:
             await session.call_tool("wait", {"seconds": 30})
         assert "victim" in str(err.value) and "did not answer" in str(err.value)
-        assert text_of(await session.call_tool("alpha__echo", {"text": "still fine"})) == "still fine"
+        assert (
+            text_of(await session.call_tool("alpha__echo", {"text": "still fine"})) == "still fine"
+        )
         for _ in range(50):
             after = (await session.call_tool("stats", {})).structured_content or {}
             if after["cancelled"] > before["cancelled"]:
@@ -120,7 +129,7 @@ async def test_a_server_added_while_connected_is_announced_and_callable(fleet: F
 
 
 async def _until_gone(session: object, name: str) -> None:
-    while name in await tool_names(session):  # type: ignore[arg-type]
+    while name in await tool_names(session):  # type: ignore[arg-type]  # noqa: ASYNC110
         await asyncio.sleep(0.05)
 
 

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp_fleet.errors import FleetConfigError
 from mcp_fleet.operator import k8s_plan
+from mcp_fleet.operator.k8s_diff import diff_children
 from mcp_fleet.operator.k8s_plan import (
     ChildPlan,
     PlanOptions,
     ServerRef,
-    diff_children,
     merge_overrides,
     plan_children,
 )
@@ -329,13 +329,13 @@ def test_spec_errors_name_every_field() -> None:
         parse_spec(BASE, name="x" * 60)
 
 
-PURE_MODULES = ("spec", "k8s_plan", "k8s_status")
+PURE_MODULES = ("spec", "k8s_plan", "k8s_diff", "k8s_status")
 FORBIDDEN = ("kubernetes", "kubernetes_asyncio", "kopf", "docker", "aiohttp", "httpx", "mcp")
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
 def test_planning_imports_no_client(module: str) -> None:
-    """spec, k8s_plan and k8s_status stay pure: no Kubernetes client, kopf or network library."""
+    """spec, k8s_plan, k8s_diff, k8s_status: pure, no Kubernetes client, kopf or network library."""
     root = Path(k8s_plan.__file__).parent
     seen: set[str] = set()
     todo = [f"mcp_fleet.operator.{module}"]

@@ -173,6 +173,10 @@ def test_invalid_spec_apply_errors_idle_and_remote() -> None:
         and conds(idle)["Ready"] == ("False", "ScaledToZero")
         and idle["replicas"] == 0
     )
+    off = a_plan({"image": "i", "command": ["c"], "replicas": 0})
+    none_running = WorkloadObservation(0, 0, 0, 0, True)
+    stopped = build_status(generation=1, previous={}, now=NOW, plan=off, workload=none_running)
+    assert stopped["state"] == "Stopped" and conds(stopped)["Ready"] == ("False", "Disabled")
     remote = a_plan({"remote": {"url": "https://x/mcp"}})
     up = build_status(generation=1, previous={}, now=NOW, plan=remote, probe=OK)
     down = build_status(

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kmock as kmock_lib
 import pytest
-from conftest import write_kubeconfig
+from conftest import BRIDGE_CLI, write_kubeconfig
 from mcp_fleet.operator.handlers import OperatorConfig, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions
 from mcp_fleet.operator.main import OperatorOptions, operate
@@ -101,9 +105,8 @@ TIME_SPEC = {
 
 
 @pytest.fixture
-async def operator(
-    kmock: Any, kubeconfig_env: Any, time_bridge: int
-) -> AsyncIterator[OperatorConfig]:
+def api(kmock: Any, kubeconfig_env: Path) -> Any:
+    """kmock serving the built-in kinds and MCPServer (with status), KUBECONFIG pointing at it."""
     kmock.resources.load_bundled()
     kmock.resources[MCP] = kmock_lib.ResourceInfo(
         kind="MCPServer",
@@ -114,6 +117,11 @@ async def operator(
         subresources={"status"},
     )
     write_kubeconfig(kubeconfig_env, str(kmock.url).rstrip("/"))
+    return kmock
+
+
+@pytest.fixture
+async def operator(api: Any, time_bridge: int) -> AsyncIterator[OperatorConfig]:
     config = OperatorConfig(
         plan_options=PlanOptions(bridge_image="mcp-fleet:test", fleet_namespace=NS),
         resolve_url=lambda address: f"http://127.0.0.1:{time_bridge}{address.path}",
@@ -375,3 +383,24 @@ async def test_on_demand_server_scales_to_zero_and_back(kmock: Any, operator: An
     await call(kmock, "PATCH", f"{MCP_PATH}/lazy", mark)
     await eventually(lambda: (d := get(kmock, DEPLOYMENTS, "lazy")) and d["spec"]["replicas"] == 1)
     st = await eventually(lambda: (s := status(kmock, "lazy")).get("state") == "Starting" and s)
+
+
+async def test_operator_command_runs_as_a_process(api: Any, tmp_path: Path) -> None:
+    """``mcp-fleet operator`` itself: credentials from KUBECONFIG, children made, SIGTERM stops."""
+    log = (tmp_path / "operator.log").open("wb")
+    argv = [sys.executable, str(BRIDGE_CLI), "operator", "--namespace", NS, "--resync", "1"]
+    env = {**os.environ, "MCP_FLEET_BRIDGE_IMAGE": "registry.local/mcp-fleet:9"}
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=log, env=env)
+    try:
+        await call(
+            api, "POST", MCP_PATH, mcpserver("proc", {"image": "mcp/time", "command": ["t"]})
+        )
+        dep = await eventually(lambda: get(api, DEPLOYMENTS, "proc"), within=30)
+        (sidecar,) = dep["spec"]["template"]["spec"]["initContainers"]
+        assert sidecar["image"] == "registry.local/mcp-fleet:9"
+        await eventually(lambda: status(api, "proc").get("state") == "Starting", within=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 20)
+        log.close()
+    assert code == 0, (tmp_path / "operator.log").read_text()

@@ -185,7 +185,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     if name == "image":
         return types.CallToolResult(
             content=[
-                types.ImageContent(type="image", data=base64.b64encode(PNG).decode(), mime_type="image/png"),
+                types.ImageContent(
+                    type="image", data=base64.b64encode(PNG).decode(), mime_type="image/png"
+                ),
                 types.EmbeddedResource(
                     type="resource",
                     resource=types.BlobResourceContents(

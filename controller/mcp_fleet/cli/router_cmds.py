@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -37,25 +37,25 @@ from mcp_fleet.cli.common import (
 _ROUTER = "Router"
 
 
-class TransportChoice(str, Enum):
+class TransportChoice(StrEnum):
     STDIO = "stdio"
     STREAMABLE_HTTP = "streamable-http"
     SSE = "sse"
 
 
-class PrefixChoice(str, Enum):
+class PrefixChoice(StrEnum):
     COLLISIONS = "collisions"
     ALWAYS = "always"
 
 
-class ClientChoice(str, Enum):
+class ClientChoice(StrEnum):
     CLAUDE_DESKTOP = "claude-desktop"
     CLAUDE_CODE = "claude-code"
     CODEX = "codex"
     CURSOR = "cursor"
 
 
-class ClientTransportChoice(str, Enum):
+class ClientTransportChoice(StrEnum):
     STDIO = "stdio"
     HTTP = "http"
 
@@ -83,7 +83,8 @@ ToolPatternsOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--tools",
-        help="Expose only these tools: server:tool, server:* or tool (Docker's syntax); repeatable.",
+        help="Expose only these tools: server:tool, server:* or tool (Docker's syntax); "
+        "repeatable.",
         rich_help_panel=_ROUTER,
         show_default=False,
     ),

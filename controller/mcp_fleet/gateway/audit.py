@@ -199,10 +199,13 @@ class AuditLog:
                 break
             try:
                 self._write(self._line(entry))
+            except Exception:  # a bad entry must not stop the log
+                logging.getLogger(__name__).exception("audit line not written")
+            try:
                 if self.dropped != self._reported:
                     count, self._reported = self.dropped - self._reported, self.dropped
                     self._write(orjson.dumps({"event": "audit_dropped", "count": count}))
-            except Exception:  # a bad entry must not stop the log
+            except Exception:
                 logging.getLogger(__name__).exception("audit line not written")
             finally:
                 self._queue.task_done()

@@ -246,7 +246,7 @@ class TokenVerifier:
         self._by_digest: dict[bytes, tuple[TokenRecord, Identity]] = {}
         self._by_name: dict[str, TokenRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
-        self._next_check = 0.0
+        self._last_check: float | None = None
         self._reload(strict=True)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -273,9 +273,9 @@ class TokenVerifier:
     def maybe_reload(self) -> None:
         """Reload if the file changed; stats it at most once per ``check_interval``."""
         now = self._clock()
-        if now < self._next_check:
+        if self._last_check is not None and now - self._last_check < self.check_interval:
             return
-        self._next_check = now + self.check_interval
+        self._last_check = now
         if self._file_stamp() != self._stamp:
             self._reload(strict=False)
 

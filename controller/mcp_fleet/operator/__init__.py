@@ -4,7 +4,7 @@ Layers, from pure to I/O (planning imports no Kubernetes client):
 
 - ``spec``: the MCPServer ``spec`` as a typed, validated model (errors name the field).
 - ``k8s_plan``: spec -> desired child manifests (Deployment or StatefulSet, Services,
-  NetworkPolicy) and the actions that turn observed children into them.
+  NetworkPolicy); ``k8s_diff``: the actions that turn observed children into them.
 - ``k8s_status``: observations + probe result -> ``status`` (conditions with the
   vocabulary of ``mcp_fleet.status``).
 - ``readiness``: a real MCP ``initialize`` over HTTP against a server's Service.

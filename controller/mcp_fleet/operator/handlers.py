@@ -44,14 +44,12 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from mcp_fleet import conventions as c
 from mcp_fleet.errors import FleetConfigError
+from mcp_fleet.operator.k8s_diff import ChildAction, diff_children, is_controlled_by
 from mcp_fleet.operator.k8s_plan import (
-    ChildAction,
     ChildPlan,
     PlanOptions,
     ServerRef,
     canonical_hash,
-    diff_children,
-    is_controlled_by,
     plan_children,
     selector_for,
 )

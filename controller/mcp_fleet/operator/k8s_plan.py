@@ -1,9 +1,9 @@
-"""MCPServer spec -> the child objects it should have, and the actions to get there.
+"""MCPServer spec -> the child objects it should have (``k8s_diff``: the actions to get there).
 
 Pure and synchronous: no Kubernetes client is imported here, no clock is read
 (``now`` is an argument), so every output is a function of its inputs and is
 tested as such. The operator observes once, calls ``plan_children`` and
-``diff_children``, and executes the actions it gets back without deciding
+``k8s_diff.diff_children``, and executes the actions it gets back without deciding
 anything itself (the compose split: observe, plan, execute).
 
 What a server becomes:
@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -125,28 +125,6 @@ class ChildPlan:
         return self.address.cluster_url() if self.address else None
 
 
-@dataclass(frozen=True, slots=True)
-class ChildAction:
-    """One write to do: apply a manifest or delete an object, with its cause."""
-
-    verb: Literal["create", "apply", "delete"]
-    kind: str
-    api_version: str
-    name: str
-    cause: str
-    manifest: Manifest | None = None
-
-    def __str__(self) -> str:
-        return f"{self.verb} {self.kind}/{self.name}: {self.cause}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChildDiff:
-    actions: tuple[ChildAction, ...]
-    #: Objects with our names that belong to someone else: never touched, reported.
-    conflicts: tuple[str, ...] = ()
-
-
 def labels_for(name: str) -> dict[str, str]:
     """Labels every child of MCPServer ``name`` carries (selector labels included)."""
     return {
@@ -229,44 +207,6 @@ def plan_children(
     )
 
 
-def diff_children(plan: ChildPlan, observed: Sequence[Mapping[str, Any]], *, uid: str) -> ChildDiff:
-    """Actions turning ``observed`` (objects carrying our server label) into ``plan``.
-
-    Objects with a desired name but another owner are conflicts, left alone.
-    Ours that are no longer desired (a kind switched, a Service dropped) are removed.
-    """
-    seen: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for obj in observed:
-        seen[(str(obj.get("kind")), str(obj.get("metadata", {}).get("name")))] = obj
-    actions: list[ChildAction] = []
-    conflicts: list[str] = []
-    desired_keys: set[tuple[str, str]] = set()
-    for manifest in plan.manifests:
-        kind, name = manifest["kind"], manifest["metadata"]["name"]
-        desired_keys.add((kind, name))
-        current = seen.get((kind, name))
-        want = manifest["metadata"]["annotations"][c.K8S_ANNOTATION_APPLIED_HASH]
-        if current is None:
-            actions.append(_action("create", manifest, "missing"))
-        elif not is_controlled_by(current, uid):
-            conflicts.append(f"{kind} {name} exists and is not controlled by this MCPServer")
-        else:
-            have = current.get("metadata", {}).get("annotations", {}) or {}
-            if have.get(c.K8S_ANNOTATION_APPLIED_HASH) != want:
-                actions.append(_action("apply", manifest, "changed"))
-    for (kind, name), obj in sorted(seen.items()):
-        if (kind, name) not in desired_keys and is_controlled_by(obj, uid):
-            actions.append(
-                ChildAction("delete", kind, str(obj.get("apiVersion")), name, "no longer desired")
-            )
-    return ChildDiff(tuple(actions), tuple(conflicts))
-
-
-def is_controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
-
-
 def merge_overrides(base: Any, override: Any) -> Any:
     """Merge a ``podTemplate`` override into generated YAML, the way users expect.
 
@@ -301,17 +241,6 @@ def fifo_script(directory: str) -> str:
 
 def _named(items: list[Any]) -> bool:
     return all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items)
-
-
-def _action(verb: Literal["create", "apply"], manifest: Manifest, cause: str) -> ChildAction:
-    return ChildAction(
-        verb,
-        manifest["kind"],
-        manifest["apiVersion"],
-        manifest["metadata"]["name"],
-        cause,
-        manifest,
-    )
 
 
 def _stamp(manifest: Manifest) -> Manifest:

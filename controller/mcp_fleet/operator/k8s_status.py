@@ -195,6 +195,14 @@ def build_status(
         )
         state = s.ServerState.STOPPED
         ready, progressing, degraded = idle, idle, _Cond(False, s.REASON_IDLE, "idle")
+    elif plan.replicas == 0 and w.ready == 0:
+        off = _Cond(False, s.REASON_DISABLED, "spec.replicas is 0")
+        state = s.ServerState.STOPPED
+        ready, progressing, degraded = (
+            off,
+            off,
+            _Cond(False, s.REASON_DISABLED, "stopped on purpose"),
+        )
     else:
         if w.rolled_out:
             progressing = _Cond(False, s.REASON_INITIALIZED, "rollout complete")

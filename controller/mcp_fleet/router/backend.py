@@ -31,6 +31,7 @@ from mcp_fleet import conventions
 from mcp_fleet.router import jsonrpc
 from mcp_fleet.router.jsonrpc import JsonObject, RequestId
 from mcp_fleet.transport import MessageStream, MessageTooLarge, StreamClosed
+
 log = logging.getLogger(__name__)
 
 #: Bytes buffered towards a backend that stopped reading before calls are refused.

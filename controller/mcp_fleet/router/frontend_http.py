@@ -42,6 +42,7 @@ from mcp_fleet.router import jsonrpc
 from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -257,7 +258,7 @@ class HttpFrontend:
             if sid is None:
                 await _respond(
                     send, 400, _JSON,
-                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id header"),
+                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header"),
                 )  # fmt: skip
                 return
             found = self.sessions.get(sid)
@@ -274,7 +275,7 @@ class HttpFrontend:
             if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
                 await _respond(
                     send, 400, _JSON,
-                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"Unsupported protocol version: {version}"),
+                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}"),
                 )  # fmt: skip
                 return
         hs.last_seen = time.monotonic()
@@ -332,7 +333,7 @@ class HttpFrontend:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": _SSE + [(b"mcp-session-id", hs.id.encode())],
+                    "headers": [*_SSE, (b"mcp-session-id", hs.id.encode())],
                 }
             )
             await _pump(stream, receive, send)

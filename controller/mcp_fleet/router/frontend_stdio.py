@@ -65,7 +65,10 @@ async def open_stdio(
 async def serve_stream(
     router: Router, stream: NewlineStream, *, writer: asyncio.StreamWriter | None = None
 ) -> None:
-    """Serve one client over ``stream`` until it closes (``writer``: its output, for back-pressure)."""
+    """Serve one client over ``stream`` until it closes.
+
+    ``writer`` is the stream's output side, for back-pressure.
+    """
     channel = _StdioChannel(stream)
     session = router.open_session(channel, session_id="stdio")
     try:

@@ -126,6 +126,7 @@ class Router:
         settle_timeout: float = 10.0,
         connect: Connector | None = None,
         on_event: Callable[[RouterEvent, str, str], None] | None = None,
+        published: asyncio.Event | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.prefix_mode: PrefixMode = prefix
@@ -134,6 +135,9 @@ class Router:
         self.attach_timeout = attach_timeout
         self.settle_timeout = settle_timeout
         self._connect = connect or connect_endpoint
+        #: Set by whoever publishes once the first complete table is out (``up``:
+        #: after the controller's first pass); lists wait for it and the attaches.
+        self._published = published
         self._on_event = on_event
         self.table = build_table(())
         self.sessions: set[RouterSession] = set()
@@ -158,8 +162,10 @@ class Router:
                     version = self.endpoints.version
                     await self._reconcile(self.endpoints.snapshot())
                 self._retry_due()
-                if not self.settled.is_set() and all(
-                    a.task is None or a.task.done() for a in self._attached.values()
+                if (
+                    not self.settled.is_set()
+                    and (self._published is None or self._published.is_set())
+                    and all(a.task is None or a.task.done() for a in self._attached.values())
                 ):
                     self.settled.set()
                 self._wake.clear()
@@ -170,6 +176,9 @@ class Router:
             await self.aclose()
 
     async def _watch_table(self) -> None:
+        if self._published is not None and not self._published.is_set():
+            gate = asyncio.create_task(self._published.wait())
+            gate.add_done_callback(lambda _t: self._wake.set())
         seen = self.endpoints.version
         while True:
             seen = await self.endpoints.wait_changed(seen)
@@ -206,9 +215,9 @@ class Router:
     def _retry_due(self) -> None:
         now = time.monotonic()
         for att in self._attached.values():
-            if att.backend is None and att.retry_at and att.retry_at <= now:
-                if att.task is None or att.task.done():
-                    self._start_attach(att)
+            idle = att.task is None or att.task.done()
+            if att.backend is None and att.retry_at and att.retry_at <= now and idle:
+                self._start_attach(att)
 
     async def _attach(self, att: _Attachment) -> None:
         name = att.entry.spec.name
@@ -537,7 +546,11 @@ class Router:
         asked = {(id(s), rel) for s, _, rel in backend.server_requests.values()}
         fallback: tuple[RouterSession | None, RequestId | None] = (None, None)
         for _, sink, client_id in backend.pending_calls():
-            if not isinstance(sink, RouterSession) or sink.closed or not sink.has_capability(needed):
+            if (
+                not isinstance(sink, RouterSession)
+                or sink.closed
+                or not sink.has_capability(needed)
+            ):
                 continue
             if (id(sink), client_id) not in asked:
                 return sink, client_id

@@ -30,6 +30,8 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
+
+
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "streamable-http", "sse")
 
 

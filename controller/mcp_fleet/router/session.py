@@ -36,6 +36,7 @@ from mcp_fleet.router.jsonrpc import (
     RequestId,
 )
 from mcp_fleet.router.table import Kind
+
 if TYPE_CHECKING:
     from mcp_fleet.router.router import Router
 

@@ -68,7 +68,8 @@ class Rename:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.kind[:-1]} {self.original!r} of {self.server} is {self.advertised!r}: {self.reason}"
+        kind = self.kind[:-1]
+        return f"{kind} {self.original!r} of {self.server} is {self.advertised!r}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,10 @@ def _allowed_tool(
 
 
 def clean_name(name: str) -> str:
-    """``name`` made valid for ``TOOL_NAME_RE``: bad characters to ``_``, long names cut and hashed."""
+    """``name`` made valid for ``TOOL_NAME_RE``.
+
+    Bad characters become ``_``; a name longer than 64 is cut and given a hash.
+    """
     cleaned = _INVALID_CHARS.sub("_", name) or "_"
     if len(cleaned) > _MAX_NAME:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]

@@ -87,7 +87,17 @@ async def started(*, call_timeout: float = 30.0) -> tuple[BackendSession, Memory
     init = await stream.next()
     assert init["method"] == "initialize"
     assert set(init["params"]["capabilities"]) == {"sampling", "elicitation", "roots"}
-    stream.write({"jsonrpc": "2.0", "id": init["id"], "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "s", "version": "1"}}})
+    stream.write(
+        {
+            "jsonrpc": "2.0",
+            "id": init["id"],
+            "result": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "s", "version": "1"},
+            },
+        }
+    )
     await start
     assert (await stream.next())["method"] == "notifications/initialized"
     return backend, stream, listener
@@ -108,12 +118,27 @@ async def test_ids_and_progress_tokens_are_rewritten_per_call_and_restored() -> 
     first, second = await stream.next(), await stream.next()
     assert first["id"] != second["id"]
     assert first["params"]["_meta"]["progressToken"] == first["id"]
-    stream.write({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": second["id"], "progress": 1}})
+    stream.write(
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": second["id"], "progress": 1},
+        }
+    )
     stream.write({"jsonrpc": "2.0", "id": second["id"], "result": {"content": [], "n": 2}})
     stream.write({"jsonrpc": "2.0", "id": first["id"], "result": {"content": [], "n": 1}})
     assert await two.next() == (1, {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "n": 2}})
     assert await one.next() == (1, {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "n": 1}})
-    assert two.progressed == [(1, {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "tok", "progress": 1}})]
+    assert two.progressed == [
+        (
+            1,
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": "tok", "progress": 1},
+            },
+        )
+    ]
     assert one.progressed == []
     await backend.aclose()
 
@@ -126,7 +151,13 @@ async def test_garbage_is_skipped_and_the_session_goes_on() -> None:
     stream.write(b"this is not json")
     stream.write(b"[1, 2, 3]")
     stream.write({"jsonrpc": "2.0", "id": 424242, "result": {}})
-    stream.write({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
+    stream.write(
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/message",
+            "params": {"level": "info", "data": "x"},
+        }
+    )
     stream.write({"jsonrpc": "2.0", "id": sent["id"], "result": {"ok": True}})
     assert (await sink.next())[1]["result"] == {"ok": True}
     assert backend.garbage == 2
@@ -191,7 +222,11 @@ async def test_cancel_forgets_the_call_and_tells_the_server() -> None:
     bid = backend.forward(sink, 3, call(3))
     await stream.next()
     backend.cancel(bid, "user pressed stop")
-    assert await stream.next() == {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": bid, "reason": "user pressed stop"}}
+    assert await stream.next() == {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": bid, "reason": "user pressed stop"},
+    }
     assert backend.pending_count == 0
     await backend.aclose()
 

@@ -13,15 +13,25 @@ from mcp_fleet.router import client_config as cc
 URL = "http://127.0.0.1:8811/mcp"
 
 
-def config(client: cc.ClientName, path: Path, transport: cc.ClientTransport = "stdio") -> cc.ClientConfig:
+def config(
+    client: cc.ClientName, path: Path, transport: cc.ClientTransport = "stdio"
+) -> cc.ClientConfig:
     return cc.client_config(
-        client, transport=transport, fleet_dir=Path("/fleet"), url=URL, path=path, command="/bin/mcp-fleet"
+        client,
+        transport=transport,
+        fleet_dir=Path("/fleet"),
+        url=URL,
+        path=path,
+        command="/bin/mcp-fleet",
     )
 
 
 def test_stdio_entries_launch_us_instead_of_docker(tmp_path: Path) -> None:
     entry = config("claude-desktop", tmp_path / "c.json").entry
-    assert entry == {"command": "/bin/mcp-fleet", "args": ["up", "--transport", "stdio", "--dir", "/fleet"]}
+    assert entry == {
+        "command": "/bin/mcp-fleet",
+        "args": ["up", "--transport", "stdio", "--dir", "/fleet"],
+    }
     code = config("claude-code", tmp_path / ".mcp.json").entry
     assert code["type"] == "stdio" and code["args"][:3] == ["up", "--transport", "stdio"]
 
@@ -40,8 +50,13 @@ def test_json_snippet_and_merge_keep_other_servers(tmp_path: Path) -> None:
     assert json.loads(cfg.snippet()) == {"mcpServers": {"mcp-fleet": cfg.entry}}
     backup = cc.write(cfg)
     written = json.loads(path.read_text())
-    assert written == {"mcpServers": {"other": {"command": "x"}, "mcp-fleet": cfg.entry}, "theme": "dark"}
-    assert backup is not None and json.loads(backup.read_text())["mcpServers"] == {"other": {"command": "x"}}
+    assert written == {
+        "mcpServers": {"other": {"command": "x"}, "mcp-fleet": cfg.entry},
+        "theme": "dark",
+    }
+    assert backup is not None and json.loads(backup.read_text())["mcpServers"] == {
+        "other": {"command": "x"}
+    }
 
 
 def test_codex_gets_toml(tmp_path: Path) -> None:
@@ -53,7 +68,13 @@ def test_codex_gets_toml(tmp_path: Path) -> None:
     doc = tomllib.loads(path.read_text())
     assert doc["model"] == "o3"
     assert doc["mcp_servers"]["other"] == {"command": "x"}
-    assert doc["mcp_servers"]["mcp-fleet"]["args"] == ["up", "--transport", "stdio", "--dir", "/fleet"]
+    assert doc["mcp_servers"]["mcp-fleet"]["args"] == [
+        "up",
+        "--transport",
+        "stdio",
+        "--dir",
+        "/fleet",
+    ]
 
 
 def test_a_new_file_is_created(tmp_path: Path) -> None:
@@ -65,7 +86,7 @@ def test_a_new_file_is_created(tmp_path: Path) -> None:
 def test_a_broken_file_is_reported_not_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "mcp.json"
     path.write_text('{"mcpServers": {,}')
-    with pytest.raises(FleetConfigError, match="mcp.json:1: not valid JSON"):
+    with pytest.raises(FleetConfigError, match=r"mcp\.json:1: not valid JSON"):
         cc.write(config("cursor", path))
     assert path.read_text() == '{"mcpServers": {,}'
 

@@ -24,7 +24,11 @@ INIT = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
 }
 ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
@@ -50,14 +54,22 @@ async def test_session_lifecycle(url: str) -> None:
         sid = first.headers["mcp-session-id"]
         assert first.json()["result"]["protocolVersion"] == "2025-06-18"
         headers = {**ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}
-        note = await http.post(url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=headers)
+        note = await http.post(
+            url, content=b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=headers
+        )
         assert note.status_code == 202
-        ping = await http.post(url, content=b'{"jsonrpc":"2.0","id":"p","method":"ping"}', headers=headers)
+        ping = await http.post(
+            url, content=b'{"jsonrpc":"2.0","id":"p","method":"ping"}', headers=headers
+        )
         assert ping.json() == {"jsonrpc": "2.0", "id": "p", "result": {}}
-        tools = await http.post(url, content=b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}', headers=headers)
+        tools = await http.post(
+            url, content=b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}', headers=headers
+        )
         assert tools.json()["result"] == {"tools": []}
         assert (await http.delete(url, headers=headers)).status_code == 200
-        gone = await http.post(url, content=b'{"jsonrpc":"2.0","id":3,"method":"ping"}', headers=headers)
+        gone = await http.post(
+            url, content=b'{"jsonrpc":"2.0","id":3,"method":"ping"}', headers=headers
+        )
         assert gone.status_code == 404
 
 
@@ -67,10 +79,14 @@ async def test_requests_without_a_valid_session_or_version_are_refused(url: str)
         assert (await http.post(url, content=ping, headers=ACCEPT)).status_code == 400
         unknown = {**ACCEPT, "mcp-session-id": "nope"}
         assert (await http.post(url, content=ping, headers=unknown)).status_code == 404
-        sid = (await http.post(url, content=orjson.dumps(INIT), headers=ACCEPT)).headers["mcp-session-id"]
+        sid = (await http.post(url, content=orjson.dumps(INIT), headers=ACCEPT)).headers[
+            "mcp-session-id"
+        ]
         bad_version = {**ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": "1999-01-01"}
         assert (await http.post(url, content=ping, headers=bad_version)).status_code == 400
-        batch = await http.post(url, content=b"[" + ping + b"]", headers={**ACCEPT, "mcp-session-id": sid})
+        batch = await http.post(
+            url, content=b"[" + ping + b"]", headers={**ACCEPT, "mcp-session-id": sid}
+        )
         assert batch.status_code == 400 and "batch" in batch.json()["error"]["message"]
         garbage = await http.post(url, content=b"{oops", headers={**ACCEPT, "mcp-session-id": sid})
         assert garbage.status_code == 400 and garbage.json()["error"]["code"] == -32700
@@ -81,9 +97,13 @@ async def test_requests_without_a_valid_session_or_version_are_refused(url: str)
 
 async def test_foreign_origins_are_refused(url: str) -> None:
     async with httpx.AsyncClient() as http:
-        evil = await http.post(url, content=orjson.dumps(INIT), headers={**ACCEPT, "origin": "https://evil.example"})
+        evil = await http.post(
+            url, content=orjson.dumps(INIT), headers={**ACCEPT, "origin": "https://evil.example"}
+        )
         assert evil.status_code == 403
-        local = await http.post(url, content=orjson.dumps(INIT), headers={**ACCEPT, "origin": "http://localhost:3000"})
+        local = await http.post(
+            url, content=orjson.dumps(INIT), headers={**ACCEPT, "origin": "http://localhost:3000"}
+        )
         assert local.status_code == 200
 
 

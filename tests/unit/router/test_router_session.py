@@ -38,11 +38,23 @@ def request(mid: Any, method: str, params: dict[str, Any] | None = None) -> byte
     return orjson.dumps(msg)
 
 
-@pytest.mark.parametrize(("asked", "agreed"), [("2025-03-26", "2025-03-26"), ("1999-01-01", "2025-11-25")])
+@pytest.mark.parametrize(
+    ("asked", "agreed"), [("2025-03-26", "2025-03-26"), ("1999-01-01", "2025-11-25")]
+)
 async def test_initialize_negotiates_a_version(router: Router, asked: str, agreed: str) -> None:
     channel = Channel()
     session = router.open_session(channel)
-    session.handle(request(1, "initialize", {"protocolVersion": asked, "capabilities": {"sampling": {}}, "clientInfo": {"name": "c", "version": "1"}}))
+    session.handle(
+        request(
+            1,
+            "initialize",
+            {
+                "protocolVersion": asked,
+                "capabilities": {"sampling": {}},
+                "clientInfo": {"name": "c", "version": "1"},
+            },
+        )
+    )
     result = channel.last()["result"]
     assert result["protocolVersion"] == agreed
     assert result["capabilities"]["tools"] == {"listChanged": True}
@@ -80,10 +92,16 @@ async def test_calls_to_unknown_or_absent_servers_fail_cleanly(router: Router) -
     channel = Channel()
     session = router.open_session(channel)
     session.handle(request(1, "tools/call", {"name": "nope", "arguments": {}}))
-    assert channel.last()["error"] == {"code": jsonrpc.INVALID_PARAMS, "message": "Unknown tool: nope"}
+    assert channel.last()["error"] == {
+        "code": jsonrpc.INVALID_PARAMS,
+        "message": "Unknown tool: nope",
+    }
     session.handle(request(2, "tools/call", {"name": "t1", "arguments": {}}))
     err = channel.last()["error"]
-    assert err["code"] == jsonrpc.BACKEND_UNAVAILABLE and err["data"] == {"server": "s", "reason": "not connected"}
+    assert err["code"] == jsonrpc.BACKEND_UNAVAILABLE and err["data"] == {
+        "server": "s",
+        "reason": "not connected",
+    }
     session.handle(request(3, "resources/read", {"uri": "x://y"}))
     assert channel.last()["error"]["code"] == jsonrpc.RESOURCE_NOT_FOUND
 

@@ -94,8 +94,14 @@ def test_allow_list_and_tool_patterns_filter_what_is_exposed() -> None:
 def test_resources_keep_their_uri_first_server_wins_and_templates_route() -> None:
     table = build_table(
         [
-            ServerLists("b", resources=({"uri": "file:///x", "name": "x"},), templates=({"uriTemplate": "db://{table}/{id}", "name": "row"},)),
-            ServerLists("a", resources=({"uri": "file:///x", "name": "x"}, {"uri": "mem://1", "name": "1"})),
+            ServerLists(
+                "b",
+                resources=({"uri": "file:///x", "name": "x"},),
+                templates=({"uriTemplate": "db://{table}/{id}", "name": "row"},),
+            ),
+            ServerLists(
+                "a", resources=({"uri": "file:///x", "name": "x"}, {"uri": "mem://1", "name": "1"})
+            ),
         ]
     )  # fmt: skip
     assert [r["uri"] for r in table.resources] == ["file:///x", "mem://1"]

@@ -1,0 +1,158 @@
+"""``mcp-fleet up``: the controller and the router in one process, the gateway in one command.
+
+Run by a person, it serves streamable HTTP on 127.0.0.1:8811 and prints the
+URL, each server as it becomes ready, and how to point a client at it. Run
+by a client (``--transport stdio``, what ``mcp-fleet client config`` writes),
+it prints nothing but protocol on stdout; everything else goes to stderr.
+
+The controller publishes every Ready server into an endpoint table and the
+router follows that table, so a server enabled in registry.yaml appears to
+connected clients (``notifications/tools/list_changed``) without a restart.
+Lists asked for before the controller's first pass has finished wait for it
+(up to the router's settle time), so a client that lists tools right after
+``initialize`` sees the fleet, not an empty gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import typer
+
+from mcp_fleet import conventions
+from mcp_fleet.cli.common import (
+    CatalogOpt,
+    ConfigOpt,
+    DirOpt,
+    RegistryOpt,
+    SecretsOpt,
+    ToolsOpt,
+    err_console,
+    exit_on_error,
+    fleet_files_from_options,
+)
+from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt
+from mcp_fleet.cli.router_cmds import (
+    HostOpt,
+    OriginOpt,
+    PageSizeOpt,
+    PortOpt,
+    PrefixChoice,
+    PrefixOpt,
+    ToolPatternsOpt,
+    TransportChoice,
+    TransportOpt,
+)
+from mcp_fleet.model import RuntimeKind
+
+if TYPE_CHECKING:
+    from mcp_fleet.reconcile.loop import Controller
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up_command)
+
+
+def up_command(
+    transport: TransportOpt = TransportChoice.STREAMABLE_HTTP,
+    host: HostOpt = conventions.DEFAULT_HTTP_HOST,
+    port: PortOpt = conventions.DEFAULT_HTTP_PORT,
+    runtime: RuntimeOpt = RuntimeChoice.PROCESS,
+    prefix: PrefixOpt = PrefixChoice.COLLISIONS,
+    tools: ToolPatternsOpt = None,
+    page_size: PageSizeOpt = 500,
+    allow_origin: OriginOpt = None,
+    dir: DirOpt = None,
+    catalog: CatalogOpt = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+    tools_config: ToolsOpt = None,
+    secrets: SecretsOpt = None,
+) -> None:
+    """Run the fleet and serve it to MCP clients: controller and router in one process."""
+    from mcp_fleet.endpoints import EndpointTable
+    from mcp_fleet.reconcile.loop import Controller
+    from mcp_fleet.router.router import Router, RouterEvent
+    from mcp_fleet.router.serve import run, serve
+    from mcp_fleet.runtimes.select import build_runtimes
+
+    stdio = transport is TransportChoice.STDIO
+    with exit_on_error():
+        files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
+        kind = RuntimeKind(runtime.value)
+        runtimes = build_runtimes(
+            kind, fleet=conventions.fleet_name(files.home), state_dir=files.state_dir
+        )
+    if not stdio:
+        logging.getLogger("mcp_fleet.controller").setLevel(logging.WARNING)
+
+    def say(text: str) -> None:
+        if not stdio:
+            err_console.print(text, markup=False, highlight=False)
+
+    def on_ready(where: str) -> None:
+        say(f"mcp-fleet is serving {files.home} on {where}")
+        say(f"  Claude Code:  claude mcp add --transport http mcp-fleet {where}")
+        say("  other clients: mcp-fleet client config claude-desktop|codex|cursor --transport http")
+        say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
+
+    async def main() -> None:
+        table = EndpointTable()
+        controller = Controller(files, runtimes, table, preferred_runtime=kind)
+        first_pass = asyncio.Event()
+
+        def on_event(event: RouterEvent, server: str, detail: str) -> None:
+            if event == "attached":
+                count = sum(1 for r in router.table.tool_routes.values() if r.server == server)
+                say(f"ready    {server} ({count} tools)")
+            elif event in ("detached", "failed"):
+                say(f"{event:<8} {server}: {detail}")
+            elif event == "renamed":
+                say(f"renamed  {detail}")
+
+        router = Router(
+            table, prefix=prefix.value, tools=tools or (), page_size=page_size,
+            on_event=on_event, published=first_pass,
+        )  # fmt: skip
+        ctl_task = asyncio.create_task(controller.run(), name="controller")
+        watcher = asyncio.create_task(_first_pass(controller, first_pass, ctl_task))
+        main_task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if main_task is not None:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, main_task.cancel)
+        try:
+            await serve(
+                router, transport=transport.value, host=host, port=port,
+                allowed_origins=allow_origin, on_ready=None if stdio else on_ready,
+            )  # fmt: skip
+        finally:
+            watcher.cancel()
+            ctl_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ctl_task
+            await controller.aclose()
+            say("fleet stopped")
+
+    try:
+        with exit_on_error():
+            run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+
+
+async def _first_pass(
+    controller: Controller, done: asyncio.Event, ctl_task: asyncio.Task[None]
+) -> None:
+    """Set ``done`` once the controller has finished its first pass (or stopped)."""
+    status = controller.status
+    initial = status()
+    # The controller offers no "pass done" event; its snapshot is replaced after each pass.
+    while status() is initial and not ctl_task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    done.set()

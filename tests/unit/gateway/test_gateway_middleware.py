@@ -1,0 +1,244 @@
+"""The gateway in front of a tiny inner app: auth, rebinding checks, body limits, cookies."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from gateway_support import bearer, client, make_gateway
+from jwt.algorithms import ECAlgorithm
+from mcp_fleet.gateway.audit import AuditSettings
+from mcp_fleet.gateway.auth import UnsafeBindError, refuse_unauthenticated_bind
+from mcp_fleet.gateway.cookies import COOKIE_NAME
+from mcp_fleet.gateway.identity import AllowList
+from mcp_fleet.gateway.tokens import create_token, revoke_token
+
+INIT = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}'
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> str:
+    value, _ = create_token(tmp_path / "tokens.yaml", "alice", allow=AllowList.parse(["time"]))
+    return value
+
+
+async def test_without_tokens_loopback_is_open_and_anonymous(tmp_path: Path) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        response = await http.post("/mcp", content=INIT)
+    assert response.status_code == 200
+    assert response.json()["identity"] == "anonymous"
+
+
+async def test_missing_or_bad_token_is_401_with_a_clear_message(tmp_path: Path, token: str) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        missing = await http.post("/mcp", content=INIT)
+        bad = await http.post("/mcp", content=INIT, headers=bearer("mcpf_" + "x" * 43))
+        basic = await http.post("/mcp", content=INIT, headers={"authorization": "Basic eDp5"})
+        good = await http.post("/mcp", content=INIT, headers=bearer(token))
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="mcp-fleet"'
+    assert "Authorization: Bearer" in missing.json()["message"]
+    assert bad.status_code == 401
+    assert 'error="invalid_token"' in bad.headers["www-authenticate"]
+    assert bad.json()["message"] == "unknown or revoked token"
+    assert basic.status_code == 401
+    assert good.status_code == 200 and good.json()["identity"] == "token:alice"
+    for response in (missing, bad, basic):
+        assert token not in response.text
+
+
+async def test_revoking_a_token_locks_it_out_and_the_gateway_stays_closed(
+    tmp_path: Path, token: str
+) -> None:
+    app = make_gateway(tmp_path)
+    assert app.auth.tokens is not None
+    app.auth.tokens.check_interval = 0.0
+    async with client(app) as http:
+        assert (await http.post("/mcp", content=INIT, headers=bearer(token))).status_code == 200
+        revoke_token(tmp_path / "tokens.yaml", "alice")
+        assert (await http.post("/mcp", content=INIT, headers=bearer(token))).status_code == 401
+        assert (await http.post("/mcp", content=INIT)).status_code == 401, (
+            "no token left: still closed"
+        )
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"host": "evil.example:8811"}, "Host"),
+        ({"host": "localhost:9999"}, "Host"),
+        ({"origin": "http://evil.example"}, "Origin"),
+        ({"origin": "null"}, "Origin"),
+        ({"origin": "http://localhost:9999"}, "Origin"),
+    ],
+)
+async def test_rebinding_host_and_origin_are_refused(
+    tmp_path: Path, token: str, headers: dict[str, str], field: str
+) -> None:
+    app = make_gateway(tmp_path)
+    async with client(app) as http:
+        response = await http.post("/mcp", content=INIT, headers={**bearer(token), **headers})
+    assert response.status_code == 403
+    assert field in response.json()["message"] and "DNS rebinding" in response.json()["message"]
+    samples = app.metrics.registry.get_sample_value(
+        "mcp_fleet_http_rejections_total", {"reason": f"rebinding_{field.lower()}"}
+    )
+    assert samples == 1.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"host": "localhost:8811"},
+        {"host": "[::1]:8811", "origin": "http://[::1]:8811"},
+        {"origin": "http://127.0.0.1:8811"},
+        {"host": "gateway.team.example", "origin": "https://console.team.example"},
+    ],
+)
+async def test_own_and_configured_hosts_and_origins_pass(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    app = make_gateway(
+        tmp_path,
+        allowed_hosts=("gateway.team.example",),
+        allowed_origins=("https://console.team.example",),
+    )
+    async with client(app) as http:
+        response = await http.post("/mcp", content=INIT, headers=headers)
+    assert response.status_code == 200
+
+
+async def test_body_limit_refuses_large_bodies_with_413(tmp_path: Path) -> None:
+    app = make_gateway(tmp_path, max_body_bytes=1000)
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(5):
+            yield b"x" * 400
+
+    async with client(app) as http:
+        declared = await http.post("/mcp", content=b"x" * 1001)
+        streamed = await http.post("/mcp", content=chunks())
+        small = await http.post("/mcp", content=b"x" * 1000)
+    assert declared.status_code == 413 and "1000 bytes" in declared.text
+    assert streamed.status_code == 413
+    assert small.status_code == 200 and small.json()["body_bytes"] == 1000
+
+
+async def test_probes_need_no_auth_nor_an_allowed_host(tmp_path: Path, token: str) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        health = await http.get("/healthz", headers={"host": "10.0.0.7:8811"})
+        ready = await http.get("/readyz")
+        status = await http.get("/api/status")
+        metrics = await http.get("/metrics")
+    assert health.status_code == 200 and health.text == "ok"
+    assert ready.status_code == 503 and ready.json() == {"ready": False}
+    assert status.status_code == 401 and metrics.status_code == 401
+
+
+async def test_status_page_sign_in_exchanges_the_token_for_a_read_only_cookie(
+    tmp_path: Path, token: str
+) -> None:
+    app = make_gateway(tmp_path)
+    assert app.auth.tokens is not None
+    app.auth.tokens.check_interval = 0.0
+    async with client(app) as http:
+        login_page = await http.get("/", headers={"accept": "text/html"})
+        assert login_page.status_code == 401 and "<form" in login_page.text
+        exchange = await http.get(f"/?token={token}")
+        assert exchange.status_code == 303 and exchange.headers["location"] == "/"
+        set_cookie = exchange.headers["set-cookie"]
+        assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+        assert token not in set_cookie
+        page = await http.get("/")
+        status = await http.get("/api/status")
+        assert page.status_code == 200 and status.status_code == 200
+        assert status.json()["identity"] == "token:alice"
+        call = await http.post("/mcp", content=INIT)
+        assert call.status_code == 401, "the cookie never authorises MCP calls"
+        revoke_token(tmp_path / "tokens.yaml", "alice")
+        assert (await http.get("/api/status")).status_code == 401, "revoked: cookie dead too"
+
+
+async def test_login_form_post_sets_the_cookie(tmp_path: Path, token: str) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        wrong = await http.post("/login", data={"token": "mcpf_nope"})
+        right = await http.post("/login", data={"token": token})
+        status = await http.get("/api/status")
+    assert wrong.status_code == 401 and COOKIE_NAME not in wrong.headers.get("set-cookie", "")
+    assert right.status_code == 303 and COOKIE_NAME in right.headers["set-cookie"]
+    assert status.status_code == 200
+
+
+async def test_jwt_from_an_identity_provider_is_accepted(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "e1"}]}))
+    (tmp_path / "oidc.yaml").write_text(
+        "issuer: https://idp.test/\naudience: fleet\njwks_file: jwks.json\n"
+        "identities:\n  carol: [github]\n"
+    )
+    claims = {"iss": "https://idp.test/", "aud": "fleet", "sub": "carol", "exp": time.time() + 60}
+    good = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "e1"})
+    stranger = jwt.encode({**claims, "sub": "dave"}, key, algorithm="ES256", headers={"kid": "e1"})
+    app = make_gateway(tmp_path)
+    assert app.auth.required, "OIDC alone makes auth mandatory"
+    async with client(app) as http:
+        ok = await http.post("/mcp", content=INIT, headers=bearer(good))
+        forbidden = await http.post("/mcp", content=INIT, headers=bearer(stranger))
+        expired = await http.post(
+            "/mcp",
+            content=INIT,
+            headers=bearer(
+                jwt.encode({**claims, "exp": 1}, key, algorithm="ES256", headers={"kid": "e1"})
+            ),
+        )
+    assert ok.status_code == 200 and ok.json()["identity"] == "oidc:carol"
+    assert forbidden.status_code == 403 and "dave" in forbidden.json()["message"]
+    assert expired.status_code == 401 and "expired" in expired.json()["message"]
+
+
+def test_unauthenticated_non_loopback_bind_is_refused(tmp_path: Path, token: str) -> None:
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        refuse_unauthenticated_bind(host, False, False)
+    for host in ("0.0.0.0", "::", "192.168.1.10", "gateway.example"):
+        with pytest.raises(UnsafeBindError, match="--allow-unauthenticated"):
+            refuse_unauthenticated_bind(host, False, False)
+        refuse_unauthenticated_bind(host, True, False)
+        refuse_unauthenticated_bind(host, False, True)
+    make_gateway(tmp_path, host="0.0.0.0")  # a token exists: fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UnsafeBindError):
+        make_gateway(empty, host="0.0.0.0")
+    make_gateway(empty, host="0.0.0.0", allow_unauthenticated=True)
+
+
+async def test_lifespan_passes_through_and_closes_the_audit_log(tmp_path: Path) -> None:
+    app = make_gateway(tmp_path, audit=AuditSettings(destination=tmp_path / "audit.log"))
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return next(messages)
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not app.audit.enabled
+
+
+async def test_error_bodies_have_one_json_shape(tmp_path: Path, token: str) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        unauthorized = await http.get("/mcp")
+        rebinding = await http.get(
+            "/mcp", headers={**bearer(token), "origin": "http://evil.example"}
+        )
+    for response in (unauthorized, rebinding):
+        assert response.headers["content-type"] == "application/json"
+        assert set(response.json()) == {"error", "error_description", "message"}
