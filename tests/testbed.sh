@@ -279,6 +279,20 @@ build_app_image() {
     log "$name: built in $(since "$t0")"
 }
 
+# --- Headless Chromium (the status page test renders the page for real) -----
+
+ensure_chromium() {
+    local t0
+    t0=$(now_ms)
+    if command -v chromium >/dev/null; then
+        return
+    fi
+    apt_update
+    quietly "$CACHE/logs/apt-install-chromium.log" as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends chromium fonts-dejavu-core
+    log "installed chromium: $(since "$t0")"
+}
+
 main() {
     case ${1:-} in
     --rebuild) REBUILD=1 ;;
@@ -298,6 +312,7 @@ main() {
         flock 9
     fi
     ensure_docker
+    ensure_chromium
     resolve_closure
     build_pybase
     build_app_image "$TIME_IMAGE" time

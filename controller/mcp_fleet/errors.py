@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from mcp_fleet.status import REASON_RUNTIME_ERROR
+
 
 class Severity(StrEnum):
     """How bad a diagnostic is: errors block a file (or a server), warnings inform."""
@@ -76,4 +78,16 @@ class FleetConfigError(FleetError):
 
 
 class RuntimeFailure(FleetError):
-    """A runtime could not do what it was asked (daemon down, image missing...)."""
+    """A runtime could not do what it was asked (daemon down, image missing...).
+
+    ``reason`` is the status reason (``status`` vocabulary) the controller
+    reports for the failure: ``RuntimeError`` unless a subclass says better
+    (``ImageUnavailable``, ``InvalidSpec``...) or the raiser passes one.
+    """
+
+    reason: str = REASON_RUNTIME_ERROR
+
+    def __init__(self, *args: object, reason: str | None = None) -> None:
+        super().__init__(*args)
+        if reason is not None:
+            self.reason = reason

@@ -39,7 +39,7 @@ from mcp_fleet import conventions
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
 from mcp_fleet.logsetup import FleetFormatter
-from mcp_fleet.model import RuntimeKind
+from mcp_fleet.model import RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.loop import Controller
 from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot
@@ -54,6 +54,8 @@ PY = sys.executable
 SECRET_VALUE = "s3cr3t-VALUE-" + uuid.uuid4().hex[:10]
 BACKOFF = BackoffPolicy(initial=0.3, maximum=1.0, threshold=3, window=30.0)
 SLEEPER = ["-c", "import time; time.sleep(300)"]  # SERVERS_IMAGE's entrypoint is python3
+#: An image that is not present and cannot be pulled (nothing listens there): fails at once.
+ABSENT_IMAGE = "127.0.0.1:9/mcp-fleet-test/absent:latest"
 
 
 def catalog(*, echo_version: str = "1") -> str:
@@ -80,6 +82,11 @@ registry:
     secrets:
       - name: holder.token
         env: HOLDER_TOKEN
+  badvolume:
+    image: {SERVERS_IMAGE}
+    volumes: [relative/data:/data]
+  absent:
+    image: {ABSENT_IMAGE}
 """
 
 
@@ -155,7 +162,7 @@ def fleet(
 
 
 class Recorder:
-    """The real Docker runtime, with the order of successful probes and stops noted.
+    """The real Docker runtime, with the order of starts, successful probes and stops noted.
 
     Only observes: every call goes to the real runtime unchanged.
     """
@@ -168,13 +175,17 @@ class Recorder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def probe(self, instance: Instance, *, timeout: float) -> None:  # noqa: ASYNC109
+    async def probe(self, instance: Instance, *, timeout: float) -> None:
         await self.inner.probe(instance, timeout=timeout)
         self.calls.append(("ready", instance.instance_id))
 
     async def stop(self, instance: Instance) -> None:
         self.calls.append(("stop", instance.instance_id))
         await self.inner.stop(instance)
+
+    async def start(self, spec: ServerSpec) -> Instance:
+        self.calls.append(("start", spec.name))
+        return await self.inner.start(spec)
 
 
 @pytest.fixture
@@ -186,7 +197,7 @@ async def running(fleet: Fleet) -> AsyncIterator[tuple[Fleet, Controller, Record
         options={"stop_timeout": 2},
     )  # fmt: skip
     recorder = Recorder(runtimes[RuntimeKind.DOCKER])
-    runtimes[RuntimeKind.DOCKER] = recorder  # type: ignore[assignment]
+    runtimes[RuntimeKind.DOCKER] = recorder
     ctl = Controller(
         files, runtimes, EndpointTable(), preferred_runtime=RuntimeKind.DOCKER,
         resync_seconds=2.0, debounce_ms=50, probe_timeout=20.0, backoff=BACKOFF,
@@ -196,7 +207,15 @@ async def running(fleet: Fleet) -> AsyncIterator[tuple[Fleet, Controller, Record
         yield fleet, ctl, recorder
     finally:
         task.cancel()
-        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
+        import sys as _s, traceback as _tb, threading as _th
+        done, _ = await asyncio.wait({task}, timeout=15)
+        if not done:
+            for t in asyncio.all_tasks():
+                print("TASK", t, file=_s.stderr)
+                t.print_stack(file=_s.stderr)
+            for tid, frame in _s._current_frames().items():
+                print("THREAD", tid, "".join(_tb.format_stack(frame)[-6:]), file=_s.stderr)
+            raise AssertionError("DIAG: cancel hung")
         await asyncio.wait_for(ctl.aclose(), 15)
 
 
@@ -247,9 +266,9 @@ async def call_echo(endpoint: StreamEndpoint, text: str) -> str:
     """Take the probed container over as a router would: initialize again, call a tool."""
     stream = await endpoint.open()
     try:
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": conventions.MCP_PROTOCOL_VERSION,
-                           "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
+        params = {"protocolVersion": conventions.MCP_PROTOCOL_VERSION, "capabilities": {},
+                  "clientInfo": {"name": "t", "version": "0"}}  # fmt: skip
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
         await stream.send(json.dumps(init).encode())
         await _answer(stream, 1)
         await stream.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
@@ -360,20 +379,22 @@ async def test_orphans_go_strangers_stay_and_a_killed_server_comes_back(
                 c.remove(force=True)
 
 
-async def test_crashloop_and_missing_secret_fail_alone_and_no_secret_leaks(
+async def test_servers_that_cannot_run_fail_alone_and_no_secret_leaks(
     running: tuple[Fleet, Controller, Recorder],
     docker_client: docker.DockerClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    fleet, ctl, _ = running
+    fleet, ctl, recorder = running
     caplog.set_level(logging.DEBUG, logger="mcp_fleet")
-    fleet.set_registry(crash=True, needy=True, holder=True)
+    fleet.set_registry(crash=True, needy=True, holder=True, badvolume=True, absent=True)
     snap = await until(
         ctl,
         lambda s: (
             state("crash", ServerState.CRASHLOOP)(s)
             and state("needy", ServerState.FAILED)(s)
             and state("holder", ServerState.READY)(s)
+            and state("badvolume", ServerState.FAILED)(s)
+            and state("absent", ServerState.FAILED)(s)
         ),
         within=45,
     )
@@ -385,7 +406,14 @@ async def test_crashloop_and_missing_secret_fail_alone_and_no_secret_leaks(
 
     needy = server(snap, "needy")
     assert needy.reason == "MissingSecret" and "needy.token" in needy.message
-    assert "needy" not in by_server(docker_client, fleet.name), "a failed server has no container"
+    badvolume = server(snap, "badvolume")
+    assert badvolume.reason == "InvalidSpec" and "relative/data:/data" in badvolume.message
+    absent = server(snap, "absent")
+    assert absent.reason == "ImageUnavailable" and ABSENT_IMAGE in absent.message
+    assert set(by_server(docker_client, fleet.name)) <= {"crash", "holder"}
+    await asyncio.sleep(1.0)  # what retrying cannot fix is not retried
+    starts = [iid for verb, iid in recorder.calls if verb == "start"]
+    assert not any(name in starts for name in ("needy", "badvolume"))
 
     holder = server(snap, "holder")
     assert holder.instance

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mcp_fleet import __version__
-from mcp_fleet.cli import catalog, controller_cmds, init, k8s_cmds, secret, server
+from mcp_fleet.cli import catalog, controller_cmds, init, k8s_cmds, secret, server, token_cmds
 from mcp_fleet.cli.common import LogFormat, LogFormatOpt, VerboseOpt, setup_logging
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ COMMAND_MODULES: list[Callable[[typer.Typer], None]] = [
     secret.register,
     controller_cmds.register,
     k8s_cmds.register,
+    token_cmds.register,
 ]
 
 

@@ -1,7 +1,7 @@
 """The team gateway: what makes the router safe to share over HTTP and easy to watch.
 
 The router forwards MCP messages; everything that protects and observes it
-lives here, as plain ASGI pieces the router's HTTP app is wrapped in, so the
+lives here, in pieces wrapped around the router's HTTP front end, so the
 router's hot path stays free of policy code and each piece is testable alone:
 
 - ``identity``: who is calling and what they may call (allow-lists,
@@ -9,13 +9,21 @@ router's hot path stays free of policy code and each piece is testable alone:
 - ``tokens``: bearer tokens in ``<fleet dir>/tokens.yaml``, hashed at rest.
 - ``oidc``: optional JWT validation against an identity provider's JWKS.
 - ``rebinding``: Host and Origin checks against DNS rebinding.
-- ``auth``: the ASGI middleware (rebinding, authentication, body limits) and
+- ``cookies``: the status page's signed sign-in cookie.
+- ``credentials``: bearer tokens, JWTs and cookies to identities.
+- ``gate``: the per-request decision (rebinding checks, authentication),
+  from plain values, shared by both front doors below.
+- ``auth``: the ASGI front door (gate, body limits, slow-client guard) and
   the refusal to serve a non-loopback address without authentication.
+- ``callback``: the front door for the router's own callback HTTP server.
 - ``limits``: per-identity and per-server concurrency and rate limits.
+- ``guard``: the per-call check the router makes (allow-list, limits,
+  metrics, audit) in two calls, ``begin`` and ``finish``.
 - ``audit``: one JSON line per call, written off the hot path.
 - ``metrics``: Prometheus metrics and their ``/metrics`` route.
 - ``web``: the status page, ``/api/status``, ``/healthz`` and ``/readyz``.
-- ``app``: ``build_gateway_app`` puts them together around the router.
+- ``app``: ``Gateway`` (every part, from one settings object) and
+  ``build_gateway_app`` (the ASGI form).
 
 Nothing is imported here, so ``import mcp_fleet.gateway.tokens`` (the CLI)
 does not load prometheus_client or PyJWT.

@@ -1,24 +1,27 @@
-"""``build_gateway_app``: the router's HTTP app wrapped in the team gateway.
+"""The team gateway put together: one ``Gateway`` from settings, two ways to serve it.
 
-::
+``Gateway`` builds every part from one ``GatewaySettings``: the
+authenticator (tokens file, optional OIDC), the request gate (rebinding
+checks, authentication), the limiter, the audit log, the per-call guard the
+router consults, the status pages and the metrics. Building it enforces the
+start-up rules: a broken tokens or OIDC file is a ``FleetConfigError``, and
+a non-loopback host without authentication is an ``UnsafeBindError``
+unless ``allow_unauthenticated``.
 
-    app = build_gateway_app(HttpFrontend(router), settings=GatewaySettings(home=home),
-                            status_provider=lambda: snapshot.to_json())
-    uvicorn.Config(app, ...)            # lifespan is passed through to the router's app
-    router.guard = app.guard            # per-call allow-list, limits, metrics, audit
+It can front the router two ways, with the same behaviour:
 
-Routes: ``/healthz`` and ``/readyz`` answer without checks (probes come
-from kubelets and load balancers with other Host headers and no token);
-everything else passes ``GatewayMiddleware`` (rebinding, auth, body
-limits), then ``/``, ``/api/status`` and ``/static/*`` go to the status
-pages, ``/metrics`` to Prometheus (``public_metrics=True`` exempts it from
-auth, for in-cluster scrapers), and the rest (``/mcp``, ``/sse``,
-``/messages``) to the inner app, which finds the caller's identity with
-``identity_from_scope(scope)``.
+- ``build_gateway_app(inner_asgi_app, ...)``: an ASGI application (served
+  by uvicorn or any ASGI server) around an ASGI router app;
+- ``callback.build_gateway_handler(inner_handler, ...)``: a request handler
+  for the router's own callback HTTP server.
 
-Building the app is where the start-up rules are enforced: a broken
-tokens or OIDC file is a ``FleetConfigError``, and a non-loopback host
-without auth is an ``UnsafeBindError`` unless ``allow_unauthenticated``.
+Routes: ``/healthz`` and ``/readyz`` answer without checks (probes come from
+kubelets and load balancers, with other Host headers and no token);
+everything else passes the gate, then ``/``, ``/api/status`` and
+``/static/*`` go to the status pages, ``/metrics`` to Prometheus
+(``public_metrics=True`` exempts it from auth, for in-cluster scrapers), and
+the rest (``/mcp``, ``/sse``, ``/messages``) to the router, which gets the
+caller's ``Identity`` and calls ``gateway.guard`` for each forwarded call.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from mcp_fleet.gateway.audit import AuditLog, AuditSettings
 from mcp_fleet.gateway.auth import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
-    PUBLIC_PATHS,
-    Authenticator,
     GatewayMiddleware,
     refuse_unauthenticated_bind,
 )
 from mcp_fleet.gateway.cookies import CookieSigner
+from mcp_fleet.gateway.credentials import Authenticator
+from mcp_fleet.gateway.gate import PUBLIC_PATHS, RequestGate
 from mcp_fleet.gateway.guard import CallGuard
 from mcp_fleet.gateway.limits import Limiter, LimitSettings
 from mcp_fleet.gateway.metrics import FleetMetrics, default_metrics
@@ -54,6 +57,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths the gateway answers itself; everything else belongs to the router.
+GATEWAY_PATHS = PAGE_PATHS | {"/metrics"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +98,16 @@ class GatewaySettings:
         return default if default.exists() else None
 
 
-class GatewayApp:
-    """The composed ASGI application; its parts are attributes for the router to use."""
+class Gateway:
+    """Every part of the gateway, built from settings; shared by both front doors."""
 
     def __init__(
         self,
-        inner: ASGIApp,
         *,
         settings: GatewaySettings,
         status_provider: StatusProvider,
         metrics: FleetMetrics | None = None,
     ) -> None:
-        self.inner = inner
         self.settings = settings
         self.metrics = metrics or default_metrics()
         tokens = TokenVerifier(settings.tokens_path())
@@ -117,6 +121,17 @@ class GatewayApp:
         refuse_unauthenticated_bind(
             settings.host, self.auth.required, settings.allow_unauthenticated
         )
+        public = (PUBLIC_PATHS | {"/metrics"}) if settings.public_metrics else PUBLIC_PATHS
+        self.gate = RequestGate(
+            auth=self.auth,
+            hosts=HostPolicy(
+                allowed_hosts=settings.allowed_hosts,
+                allowed_origins=settings.allowed_origins,
+                enabled=settings.rebinding_protection,
+            ),
+            public_paths=frozenset(public),
+            on_reject=self.metrics.rejected,
+        )
         self.audit = AuditLog(settings.audit)
         self.limiter = Limiter(settings.limits)
         self.guard = CallGuard(metrics=self.metrics, limiter=self.limiter, audit=self.audit)
@@ -126,21 +141,44 @@ class GatewayApp:
             title=settings.title,
             refresh_seconds=settings.refresh_seconds,
         )
-        self._metrics_app = self.metrics.asgi_app()
-        public = (PUBLIC_PATHS | {"/metrics"}) if settings.public_metrics else PUBLIC_PATHS
+
+    async def aclose(self) -> None:
+        """Flush and close the audit log, close the JWKS client."""
+        await asyncio.to_thread(self.audit.close)
+        if self.auth.oidc is not None:
+            await self.auth.oidc.aclose()
+
+
+class GatewayApp:
+    """The gateway as an ASGI application around an ASGI router app."""
+
+    def __init__(self, inner: ASGIApp, gateway: Gateway) -> None:
+        self.inner = inner
+        self.gateway = gateway
+        self._metrics_app = gateway.metrics.asgi_app()
         self.middleware = GatewayMiddleware(
             self._route,
-            auth=self.auth,
-            hosts=HostPolicy(
-                allowed_hosts=settings.allowed_hosts,
-                allowed_origins=settings.allowed_origins,
-                enabled=settings.rebinding_protection,
-            ),
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout=settings.body_timeout_seconds,
-            public_paths=frozenset(public),
-            on_reject=self.metrics.rejected,
+            gate=gateway.gate,
+            max_body_bytes=gateway.settings.max_body_bytes,
+            body_timeout=gateway.settings.body_timeout_seconds,
         )
+
+    # The parts, for the code that serves and wires the router.
+    @property
+    def guard(self) -> CallGuard:
+        return self.gateway.guard
+
+    @property
+    def metrics(self) -> FleetMetrics:
+        return self.gateway.metrics
+
+    @property
+    def auth(self) -> Authenticator:
+        return self.gateway.auth
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.gateway.audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -151,7 +189,7 @@ class GatewayApp:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if path in PAGE_PATHS:
-            await self.pages(scope, receive, send)
+            await self.gateway.pages(scope, receive, send)
         elif path == "/metrics":
             await self._metrics_app(scope, receive, send)
         else:
@@ -160,16 +198,10 @@ class GatewayApp:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_through(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.aclose()
+                await self.gateway.aclose()
             await send(message)
 
         await self.inner(scope, receive, send_through)
-
-    async def aclose(self) -> None:
-        """Flush and close the audit log, close the JWKS client."""
-        await asyncio.to_thread(self.audit.close)
-        if self.auth.oidc is not None:
-            await self.auth.oidc.aclose()
 
 
 def build_gateway_app(
@@ -179,10 +211,9 @@ def build_gateway_app(
     status_provider: StatusProvider,
     metrics: FleetMetrics | None = None,
 ) -> GatewayApp:
-    """Wrap the router's HTTP app in the gateway (see the module docstring)."""
-    return GatewayApp(
-        inner_mcp_asgi_app, settings=settings, status_provider=status_provider, metrics=metrics
-    )
+    """Wrap the router's ASGI app in the gateway (see the module docstring)."""
+    gateway = Gateway(settings=settings, status_provider=status_provider, metrics=metrics)
+    return GatewayApp(inner_mcp_asgi_app, gateway)
 
 
 def auth_configured(settings: GatewaySettings) -> bool:

@@ -55,6 +55,7 @@ from prometheus_client import (
     ProcessCollector,
     make_asgi_app,
 )
+from prometheus_client.exposition import choose_encoder
 
 from mcp_fleet.status import ServerState
 
@@ -272,6 +273,11 @@ class FleetMetrics:
                 "in_flight": self._inflight.get(server, 0),
             }
         return out
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, bytes]:
+        """``(body, content type)`` of ``/metrics`` in the format ``accept`` asks for."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type.encode()
 
     def asgi_app(self) -> Callable[..., Any]:
         """The ``/metrics`` ASGI application (text exposition, gzip when asked)."""

@@ -32,7 +32,9 @@ Fetching uses httpx asynchronously, never blocking the event loop; PyJWT's
 own ``PyJWKClient`` is synchronous (urllib), hence not used.
 
 Verified tokens are cached (bounded, until their ``exp``) so a client
-sending the same JWT on every call pays the RSA check once.
+sending the same JWT on every call pays the RSA check once, and
+``verify_nowait`` answers without awaiting whenever the key is at hand
+(the router's HTTP server calls handlers synchronously).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -259,18 +261,31 @@ class JwksSource:
             or self._clock() - self._last_attempt >= self.min_refresh_seconds
         )
 
-    async def get(self, kid: str | None) -> jwt.PyJWK:
-        """The key for ``kid``; raises ``AuthError`` when there is none."""
+    def key_nowait(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key for ``kid`` if it can be had without I/O; None: ``await get(kid)``.
+
+        Raises ``AuthError`` when there is no such key and fetching again is
+        not allowed yet (or the keys come from a file).
+        """
         if self.file is not None:
             self._follow_file()
-        elif self._may_fetch() and (
-            self._loaded_at is None or self._clock() - self._loaded_at > self.max_age_seconds
-        ):
-            await self._fetch()
+        elif self._may_fetch():
+            if self._loaded_at is None or self._clock() - self._loaded_at > self.max_age_seconds:
+                return None
+            if self._find(kid) is None:
+                return None  # the provider may have rotated its keys
+        return self._found(kid)
+
+    async def get(self, kid: str | None) -> jwt.PyJWK:
+        """The key for ``kid``, fetching the JWKS when needed; ``AuthError`` if none."""
+        key = self.key_nowait(kid)
+        if key is not None:
+            return key
+        await self._fetch()
+        return self._found(kid)
+
+    def _found(self, kid: str | None) -> jwt.PyJWK:
         key = self._find(kid)
-        if key is None and self.url is not None and self._may_fetch():
-            await self._fetch()  # the provider may have rotated its keys
-            key = self._find(kid)
         if key is None:
             if not self._keys:
                 raise AuthError("the identity provider's signing keys are unavailable", status=503)
@@ -310,14 +325,37 @@ class OidcValidator:
         self._wall = wall_clock
         self._verified: dict[str, tuple[Identity, float]] = {}
 
-    async def verify(self, token: str) -> tuple[Identity, float]:
-        """``(identity, expires_at)`` for a valid JWT; ``AuthError`` otherwise."""
+    def verify_nowait(
+        self, token: str
+    ) -> tuple[Identity, float] | Awaitable[tuple[Identity, float]]:
+        """``(identity, expires_at)``, or an awaitable of it when the JWKS must be fetched.
+
+        Raises ``AuthError`` (synchronously) for an invalid token. Callers on
+        a synchronous path (the router's HTTP server) get an answer without
+        a task in the common case: a cached token, or cached keys.
+        """
         cached = self._verified.get(token)
         if cached is not None:
             if cached[1] > self._wall():
                 return cached
             del self._verified[token]
-        cfg = self.config
+        alg, kid = self._header(token)
+        key = self.jwks.key_nowait(kid)
+        if key is None:
+            return self._verify_after_fetch(token, alg, kid)
+        return self._decode(token, alg, key)
+
+    async def verify(self, token: str) -> tuple[Identity, float]:
+        """``(identity, expires_at)`` for a valid JWT; ``AuthError`` otherwise."""
+        result = self.verify_nowait(token)
+        return result if isinstance(result, tuple) else await result
+
+    async def _verify_after_fetch(
+        self, token: str, alg: str, kid: str | None
+    ) -> tuple[Identity, float]:
+        return self._decode(token, alg, await self.jwks.get(kid))
+
+    def _header(self, token: str) -> tuple[str, str | None]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -325,17 +363,20 @@ class OidcValidator:
                 "malformed bearer token (neither an mcp-fleet token nor a JWT)"
             ) from None
         alg = header.get("alg")
-        if alg not in cfg.algorithms:
+        if not isinstance(alg, str) or alg not in self.config.algorithms:
             raise AuthError(f"JWT algorithm {alg!r} is not accepted")
         kid = header.get("kid")
-        key = await self.jwks.get(kid if isinstance(kid, str) else None)
-        if _FAMILY.get(str(alg)[:2]) != key.key_type:
+        return alg, kid if isinstance(kid, str) else None
+
+    def _decode(self, token: str, alg: str, key: jwt.PyJWK) -> tuple[Identity, float]:
+        cfg = self.config
+        if _FAMILY.get(alg[:2]) != key.key_type:
             raise AuthError(f"JWT algorithm {alg!r} does not match its key")
         try:
             claims = jwt.decode(
                 token,
                 key.key,
-                algorithms=[str(alg)],
+                algorithms=[alg],
                 audience=list(cfg.audiences),
                 issuer=cfg.issuer,
                 leeway=cfg.leeway_seconds,

@@ -6,9 +6,9 @@ browser still sends ``Host: evil.example:8811`` and ``Origin:
 http://evil.example``, which is how such requests are told apart:
 
 - ``Host`` must name us: ``localhost``, ``127.0.0.1`` or ``[::1]`` with the
-  port we listen on (taken from the ASGI scope's ``server``, so a random
-  port needs no configuration), the IP address the connection arrived on
-  (an IP literal cannot be rebound), or one of ``allowed_hosts`` (``name``
+  port we listen on (the ASGI scope's ``server``, or the address the
+  server bound, so a random port needs no configuration), that address
+  itself (an IP literal cannot be rebound), or one of ``allowed_hosts`` (``name``
   for any port, ``name:port`` for one; ``*`` turns the check off, for a
   gateway behind a proxy that checks Host itself).
 - ``Origin``, when present, must be one of ``allowed_origins`` (exact,
@@ -22,8 +22,8 @@ non-GET requests, ``Origin``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Final
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -76,26 +76,32 @@ class HostPolicy:
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
 
-    def host_allowed(self, host: str, port: int | None, scope: Mapping[str, Any]) -> bool:
+    def host_allowed(
+        self, host: str, port: int | None, server: tuple[str, int] | None, scheme: str
+    ) -> bool:
+        """Is ``host:port`` us? ``server`` is the local address (None: any port)."""
         if self.any_host or host in self.host_names or (host, port) in self.host_ports:
             return True
-        server = scope.get("server")
-        bound_port = server[1] if server else None
         if port is None:
-            port = _DEFAULT_PORTS.get(str(scope.get("scheme", "http")), 80)
-        if bound_port is not None and port != bound_port:
+            port = _DEFAULT_PORTS.get(scheme, 80)
+        if server is not None and port != server[1]:
             return False
         return host in LOOPBACK_NAMES or (server is not None and host == _bracket(str(server[0])))
 
     def check(
-        self, scope: Mapping[str, Any], host: str | None, origin: str | None
+        self,
+        host: str | None,
+        origin: str | None,
+        *,
+        server: tuple[str, int] | None,
+        scheme: str = "http",
     ) -> tuple[str, str] | None:
         """None when the request may go on, else ``(field, reason)`` for a 403."""
         if not self.enabled:
             return None
         if host is not None:
             name, port = split_host(host)
-            if not self.host_allowed(name, port, scope):
+            if not self.host_allowed(name, port, server, scheme):
                 return (
                     "host",
                     f"Host {host!r} is not an allowed host of this gateway (DNS rebinding "
@@ -112,7 +118,7 @@ class HostPolicy:
                     port = url.port or _DEFAULT_PORTS[url.scheme]
                 except ValueError:
                     port = -1
-                ok = self.host_allowed(_bracket(url.hostname), port, scope)
+                ok = self.host_allowed(_bracket(url.hostname), port, server, scheme)
             if not ok:
                 return (
                     "origin",

@@ -254,12 +254,15 @@ class TokenVerifier:
             st = self.path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # unreadable directory: keep what we have
+            log.error("cannot stat %s, the current tokens stay in force: %s", self.path, exc)
+            return self._stamp
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _reload(self, *, strict: bool) -> None:
         stamp = self._file_stamp()
         try:
-            records = load_tokens(self.path) if stamp is not None else {}
+            records = load_tokens(self.path)
         except FleetConfigError as exc:
             if strict:
                 raise

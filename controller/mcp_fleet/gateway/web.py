@@ -44,6 +44,7 @@ from typing import Any, Final
 
 import orjson
 
+from mcp_fleet.gateway.gate import Answer
 from mcp_fleet.gateway.identity import Identity, identity_from_scope
 from mcp_fleet.gateway.metrics import FleetMetrics
 
@@ -59,6 +60,8 @@ PAGE_CSP: Final = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     b"img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
+_JSON: Final = (b"content-type", b"application/json")
 _SECURITY: Final = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -74,14 +77,6 @@ PATHS: Final = frozenset(
 
 def _asset(name: str) -> bytes:
     return (resources.files("mcp_fleet") / "web" / name).read_bytes()
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [(b"content-type", content_type), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class StatusPages:
@@ -146,46 +141,44 @@ class StatusPages:
         value = doc.get("ready", doc.get("all_ready", True))
         return bool(value)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        method = scope.get("method", "GET")
+    async def answer(self, method: str, path: str, identity: Identity | None) -> Answer:
+        """The response to ``method path`` (one of ``PATHS``) for ``identity``."""
         if method not in ("GET", "HEAD"):
-            await _respond(
-                send, 405, b"Method Not Allowed", b"text/plain", [(b"allow", b"GET, HEAD")]
-            )
-            return
+            return Answer(405, [_TEXT, (b"allow", b"GET, HEAD")], b"Method Not Allowed")
         if path == "/healthz":
-            await _respond(send, 200, b"ok", b"text/plain; charset=utf-8", _SECURITY)
-        elif path == "/readyz":
+            return Answer(200, [_TEXT, *_SECURITY], b"ok")
+        if path == "/readyz":
             ready = await self.ready()
-            await _respond(
-                send,
-                200 if ready else 503,
-                orjson.dumps({"ready": ready}),
-                b"application/json",
-                _SECURITY,
+            return Answer(
+                200 if ready else 503, [_JSON, *_SECURITY], orjson.dumps({"ready": ready})
             )
-        elif path == "/api/status":
+        if path == "/api/status":
             try:
-                doc = await self.status(identity_from_scope(scope))
+                doc = await self.status(identity)
             except Exception:
                 log.exception("status provider failed")
                 body = orjson.dumps({"error": "status unavailable"})
-                await _respond(send, 503, body, b"application/json", _SECURITY)
-                return
+                return Answer(503, [_JSON, *_SECURITY], body)
             body = orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
-            await _respond(send, 200, body, b"application/json", _SECURITY)
-        elif path == "/":
-            await _respond(
-                send,
-                200,
-                self._page,
-                b"text/html; charset=utf-8",
-                [*_SECURITY, (b"content-security-policy", PAGE_CSP)],
+            return Answer(200, [_JSON, *_SECURITY], body)
+        if path == "/":
+            headers = [(b"content-type", b"text/html; charset=utf-8"), *_SECURITY]
+            return Answer(200, [*headers, (b"content-security-policy", PAGE_CSP)], self._page)
+        if path == "/static/status.css":
+            return Answer(
+                200, [(b"content-type", b"text/css; charset=utf-8"), *_SECURITY], self._css
             )
-        elif path == "/static/status.css":
-            await _respond(send, 200, self._css, b"text/css; charset=utf-8", _SECURITY)
-        elif path == "/static/status.js":
-            await _respond(send, 200, self._js, b"text/javascript; charset=utf-8", _SECURITY)
-        else:
-            await _respond(send, 404, b"Not Found", b"text/plain", _SECURITY)
+        if path == "/static/status.js":
+            js_type = (b"content-type", b"text/javascript; charset=utf-8")
+            return Answer(200, [js_type, *_SECURITY], self._js)
+        return Answer(404, [_TEXT, *_SECURITY], b"Not Found")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI form of ``answer``."""
+        answer = await self.answer(
+            scope.get("method", "GET"), scope["path"], identity_from_scope(scope)
+        )
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await send({"type": "http.response.body", "body": answer.body})

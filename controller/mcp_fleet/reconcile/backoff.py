@@ -62,6 +62,9 @@ class Health:
     last_message: str | None = None
     #: The last lines the failed instance wrote to stderr (secrets redacted).
     stderr_tail: tuple[str, ...] = ()
+    #: The last failure was a start that did not happen (no instance ran):
+    #: the server is Failed with that reason, not crash-looping.
+    start_failed: bool = False
     #: Instance ids already counted, so one failure is never counted twice.
     counted: set[str] = field(default_factory=set)
 
@@ -109,6 +112,7 @@ class Health:
         self.last_reason = reason
         self.last_message = message
         self.stderr_tail = stderr_tail
+        self.start_failed = instance_id is None
         return True
 
     def record_start(self) -> None:

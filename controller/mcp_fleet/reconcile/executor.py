@@ -154,8 +154,9 @@ class Executor:
             instance = await self._runtime(action.runtime).start(action.spec)
         except _ACTION_ERRORS as exc:
             self.tracker.failed(
-                server, at=self.clock(), reason=REASON_RUNTIME_ERROR, message=_text(exc)
-            )
+                server, at=self.clock(), reason=_reason(exc, REASON_RUNTIME_ERROR),
+                message=_text(exc),
+            )  # fmt: skip
             return None
         self.tracker.started(instance, restart=restart)
         log_event(
@@ -182,7 +183,7 @@ class Executor:
             self.tracker.failed(
                 instance.server,
                 at=self.clock(),
-                reason=REASON_PROBE_FAILED,
+                reason=_reason(exc, REASON_PROBE_FAILED),
                 message=message,
                 instance=instance,
                 stderr_tail=tail,
@@ -196,6 +197,12 @@ class Executor:
             return self.runtimes[kind]
         except KeyError:
             raise RuntimeFailure(f"the {kind.value} runtime is not enabled here") from None
+
+
+def _reason(exc: BaseException, default: str) -> str:
+    """The status reason of a failure: the runtime's own (``RuntimeFailure.reason``), else
+    ``default``."""
+    return exc.reason if isinstance(exc, RuntimeFailure) else default
 
 
 def _text(exc: BaseException) -> str:

@@ -51,7 +51,7 @@ from mcp_fleet.config.resolve import current_catalogs
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
 from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
 from mcp_fleet.logsetup import log_event, redactor
-from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind
+from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, frozen_map
 from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.executor import Executor
@@ -60,6 +60,7 @@ from mcp_fleet.reconcile.plan import plan, prepare
 from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot, server_statuses
 from mcp_fleet.reconcile.statusfile import status_path, write_status
 from mcp_fleet.runtimes.base import Instance, ObservedState, Runtime
+from mcp_fleet.runtimes.select import place
 from mcp_fleet.status import REASON_EXITED, ServerState
 
 log = logging.getLogger("mcp_fleet.controller")
@@ -120,6 +121,7 @@ class Controller:
             probe_timeout=probe_timeout, clock=clock,
         )  # fmt: skip
         self._desired: DesiredState | None = None
+        self._unsupported: Mapping[str, str] = frozen_map()
         self._file_errors: tuple[Diagnostic, ...] = ()
         self._runtime_errors: dict[str, str] = {}
         self._snapshot = StatusSnapshot(
@@ -247,8 +249,9 @@ class Controller:
 
     def _memory(self) -> Memory:
         return self.tracker.memory(
-            self.clock(), preferred=self.preferred_runtime, available=frozenset(self.runtimes)
-        )
+            self.clock(), preferred=self.preferred_runtime, available=frozenset(self.runtimes),
+            unsupported=self._unsupported,
+        )  # fmt: skip
 
     async def _load(self) -> DesiredState | None:
         """Read the fleet files (in a thread: parsing YAML must not stall a router on this loop).
@@ -278,8 +281,34 @@ class Controller:
             redactor().set_secrets(
                 v for spec in desired.servers.values() for v in spec.secret_env.values()
             )
+            self._unsupported = self._unsupported_by_runtimes(desired)
         self._desired = desired
         return desired
+
+    def _unsupported_by_runtimes(self, desired: DesiredState) -> Mapping[str, str]:
+        """Ask each enabled server's runtime whether it can run the spec at all.
+
+        Done once per loaded DesiredState, before any start, so a spec the
+        runtime refuses (a volume Docker cannot mount...) is Failed at once
+        instead of being started, refused and retried with backoff forever.
+        """
+        available = frozenset(self.runtimes)
+        out: dict[str, str] = {}
+        for name, spec in desired.servers.items():
+            if not spec.enabled or spec.entry is None:
+                continue
+            kind = place(spec, preferred=self.preferred_runtime, available=available).kind
+            runtime = self.runtimes.get(kind) if kind is not None else None
+            if runtime is None:
+                continue
+            try:
+                why = runtime.unsupported_reason(spec)
+            except Exception:  # a runtime bug must not stop the others from loading
+                log.exception("checking %s against the %s runtime failed", name, kind)
+                continue
+            if why:
+                out[name] = why.removeprefix(f"{name}: ")
+        return frozen_map(out)
 
     def _set_file_errors(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         if diagnostics != self._file_errors:

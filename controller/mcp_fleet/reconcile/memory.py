@@ -39,6 +39,10 @@ class Memory:
     restart_cause: Mapping[str, str] = field(default_factory=frozen_map)
     preferred_runtime: RuntimeKind = RuntimeKind.PROCESS
     available_runtimes: frozenset[RuntimeKind] = frozenset({RuntimeKind.PROCESS})
+    #: Per server: why the runtime chosen for it cannot run it as configured
+    #: (``Runtime.unsupported_reason``: a volume Docker refuses...). Retrying
+    #: cannot fix these, so the planner marks the server failed instead.
+    unsupported: Mapping[str, str] = field(default_factory=frozen_map)
 
 
 class Tracker:
@@ -67,6 +71,7 @@ class Tracker:
         *,
         preferred: RuntimeKind = RuntimeKind.PROCESS,
         available: frozenset[RuntimeKind] = frozenset({RuntimeKind.PROCESS}),
+        unsupported: Mapping[str, str] | None = None,
     ) -> Memory:
         next_start: dict[str, float] = {}
         causes: dict[str, str] = {}
@@ -86,6 +91,7 @@ class Tracker:
             restart_cause=frozen_map(causes),
             preferred_runtime=preferred,
             available_runtimes=available,
+            unsupported=frozen_map() if unsupported is None else unsupported,
         )
 
     # Outcomes reported by the executor.

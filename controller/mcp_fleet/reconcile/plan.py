@@ -11,7 +11,8 @@ The rules, per server:
 
 - No registry entry: remove every instance ("orphaned"). Disabled: remove.
 - Enabled but unusable (unknown catalog entry, missing secret, no runtime
-  for it): mark it failed, once per distinct reason. An instance still
+  for it, a spec its runtime refuses as ``Memory.unsupported`` says): mark
+  it failed, once per distinct reason; nothing is started for it. An instance still
   running from the last good configuration is left running and routed
   (last good state, per server); it is not restarted if it exits.
 - Remote: nothing runs; the loop publishes its URL.
@@ -33,7 +34,7 @@ runtime reports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mcp_fleet.model import DesiredState, RuntimeKind, ServerSpec
@@ -117,7 +118,8 @@ def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) 
     return Plan(tuple(actions), min(wake) if wake else None)
 
 
-_cache: list[tuple[DesiredState, RuntimeKind, frozenset[RuntimeKind], dict[str, Prepared]]] = []
+_CacheKey = tuple[DesiredState, RuntimeKind, frozenset[RuntimeKind], Mapping[str, str]]
+_cache: list[tuple[_CacheKey, dict[str, Prepared]]] = []
 
 
 def prepare(desired: DesiredState, memory: Memory) -> dict[str, Prepared]:
@@ -129,14 +131,16 @@ def prepare(desired: DesiredState, memory: Memory) -> dict[str, Prepared]:
     outside: ``plan`` stays a pure function.
     """
     preferred, available = memory.preferred_runtime, memory.available_runtimes
-    for cached, pref, avail, result in _cache:
-        if cached is desired and pref is preferred and avail == available:
+    unsupported = memory.unsupported
+    for (cached, pref, avail, unsup), result in _cache:
+        if cached is desired and pref is preferred and avail == available and unsup == unsupported:
             return result
     result = {}
     for name, spec in desired.servers.items():
         placement = placement_of(spec, memory)
-        result[name] = Prepared(spec.config_hash(), placement, problem_of(spec, placement))
-    _cache.insert(0, (desired, preferred, available, result))
+        problem = problem_of(spec, placement, unsupported=unsupported.get(name))
+        result[name] = Prepared(spec.config_hash(), placement, problem)
+    _cache.insert(0, ((desired, preferred, available, unsupported), result))
     del _cache[4:]
     return result
 
@@ -145,8 +149,13 @@ def placement_of(spec: ServerSpec, memory: Memory) -> Placement:
     return place(spec, preferred=memory.preferred_runtime, available=memory.available_runtimes)
 
 
-def problem_of(spec: ServerSpec, placement: Placement) -> tuple[str, str] | None:
-    """Why an enabled server cannot run, as ``(reason, message)``; None when it can."""
+def problem_of(
+    spec: ServerSpec, placement: Placement, *, unsupported: str | None = None
+) -> tuple[str, str] | None:
+    """Why an enabled server cannot run, as ``(reason, message)``; None when it can.
+
+    ``unsupported`` is what the chosen runtime said it cannot do with the spec.
+    """
     if spec.entry is None:
         detail = "; ".join(d.message for d in spec.problems) or "no catalog has it"
         return REASON_UNKNOWN_SERVER, detail
@@ -156,6 +165,8 @@ def problem_of(spec: ServerSpec, placement: Placement) -> tuple[str, str] | None
         return (REASON_MISSING_SECRET if secret else REASON_INVALID_SPEC), message
     if placement.kind is None:
         return placement.reason or REASON_INVALID_SPEC, placement.message or "cannot run"
+    if unsupported:
+        return REASON_INVALID_SPEC, unsupported
     return None
 
 

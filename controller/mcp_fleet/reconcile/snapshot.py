@@ -13,7 +13,9 @@ configuration has a problem: the last good instance keeps serving); one that
 has not answered yet is Starting; with nothing running it is CrashLoop after
 ``threshold`` failures in a row, Failed when it cannot run as configured (or
 cannot be started at all), else Pending (first start, or waiting out a
-backoff). Disabled servers are Stopped.
+backoff). A server whose last start did not even happen (the runtime refused
+it: image unavailable, daemon down...) is Failed with the runtime's reason,
+not CrashLoop: nothing crashed. Disabled servers are Stopped.
 """
 
 from __future__ import annotations
@@ -283,12 +285,12 @@ def _down(
     due = memory.next_start.get(name)
     if due is not None and due > memory.now:
         message = f"{message}; next start in {due - memory.now:.1f} s".lstrip("; ")
-    if health.crashlooping(tracker.policy):
+    if health.streak and health.start_failed:
+        state, reason = ServerState.FAILED, health.last_reason or REASON_RUNTIME_ERROR
+    elif health.crashlooping(tracker.policy):
         state, reason = ServerState.CRASHLOOP, REASON_CRASHLOOP
         if health.last_exit_code is not None:
             message = f"exit code {health.last_exit_code}: {message}"
-    elif health.streak and health.last_reason == REASON_RUNTIME_ERROR:
-        state, reason = ServerState.FAILED, REASON_RUNTIME_ERROR
     elif health.streak:
         state, reason = ServerState.PENDING, health.last_reason or REASON_STARTING
     else:

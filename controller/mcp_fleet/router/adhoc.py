@@ -128,7 +128,7 @@ class AdhocFleet:
         await self.aclose()
 
 
-async def _stop(proc: asyncio.subprocess.Process, *, grace: float = 2.0) -> None:
+async def _stop(proc: asyncio.subprocess.Process, *, grace: float = 0.5) -> None:
     if proc.returncode is not None:
         return
     if proc.stdin is not None:

@@ -1,9 +1,11 @@
 """The HTTP frontend: streamable HTTP on ``/mcp`` and legacy SSE on ``/sse`` + ``/messages``.
 
-A raw ASGI application rather than a framework: every forwarded call is one
-POST, so routing, header parsing and response framing are on the hot path,
-and a few dictionary lookups here cost less than a framework's request and
-response objects (measured in bench/router_bench.py). Served by uvicorn.
+Built on ``http_server`` (httptools parsing, answers written from callbacks)
+rather than an ASGI framework: every forwarded call is one POST, and
+bench/router_bench.py measured uvicorn's per-request work at about half of
+the router's CPU per call. Here a POST is parsed, handed to the client's
+``RouterSession``, and its answer written by whichever callback produces it
+(the backend's reader, for a forwarded call): no task per request.
 
 Streamable HTTP (MCP 2025-03-26 and later): ``initialize`` creates a session
 and returns its ``Mcp-Session-Id``; each later POST carries that header.
@@ -15,7 +17,8 @@ the first thing that comes back for it is its response, the answer is plain
 request comes first, the answer becomes an SSE stream that carries those and
 ends with the response. A GET opens the session's standalone SSE stream for
 messages that belong to no request (list changes, log messages, resource
-updates); without one, such messages ride on a request stream still open.
+updates); without one, such messages ride on a request stream still open,
+or wait (bounded) for the next GET.
 
 Legacy SSE (2024-11-05): GET ``/sse`` opens a stream whose first event names
 the URL to POST messages to; every answer goes on that stream.
@@ -32,32 +35,28 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from mcp_fleet import conventions
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.router import jsonrpc
+from mcp_fleet.router.http_server import Request, Responder, start_server
 from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 SESSION_IDLE_SECONDS: Final = 3600.0
 SSE_KEEPALIVE_SECONDS: Final = 20.0
 #: Messages kept for a client whose streams are all closed, before dropping the oldest.
 MAX_PARKED: Final = 1000
-LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 _JSON: Final = [(b"content-type", b"application/json")]
+_TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
 _SSE: Final = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -65,36 +64,32 @@ _SSE: Final = [
 ]
 
 
+def _event(data: bytes) -> bytes:
+    return b"event: message\ndata: " + data + b"\n\n"
+
+
 class _Exchange:
-    """What one POSTed request is waiting for: messages related to it, then its response."""
+    """The answer to one POSTed request, written as its messages arrive."""
 
-    __slots__ = ("done", "event", "items")
+    __slots__ = ("done", "responder", "sid")
 
-    def __init__(self) -> None:
-        self.items: deque[bytes] = deque()
-        self.event = asyncio.Event()
+    def __init__(self, responder: Responder, sid: bytes) -> None:
+        self.responder = responder
+        self.sid = sid
         self.done = False
 
     def push(self, data: bytes, final: bool) -> None:
-        self.items.append(data)
+        r = self.responder
         if final:
             self.done = True
-        self.event.set()
-
-
-class _Stream:
-    """A long-lived SSE stream (the standalone GET stream, or a legacy SSE connection)."""
-
-    __slots__ = ("closed", "event", "items")
-
-    def __init__(self) -> None:
-        self.items: deque[bytes] = deque()
-        self.event = asyncio.Event()
-        self.closed = False
-
-    def push(self, data: bytes) -> None:
-        self.items.append(data)
-        self.event.set()
+        if not r.started:
+            if final:
+                r.respond(200, [*_JSON, (b"mcp-session-id", self.sid)], data)
+                return
+            r.start_stream(200, [*_SSE, (b"mcp-session-id", self.sid)])
+        r.write(_event(data))
+        if final:
+            r.end()
 
 
 class HttpSession:
@@ -102,28 +97,29 @@ class HttpSession:
 
     def __init__(self, router: Router, session_id: str, *, legacy: bool = False) -> None:
         self.id = session_id
+        self.sid = session_id.encode()
         self.legacy = legacy
         self.exchanges: dict[RequestId, _Exchange] = {}
-        self.stream: _Stream | None = _Stream() if legacy else None
+        #: The standalone SSE stream (GET), or the legacy connection's stream.
+        self.stream: Responder | None = None
         self.parked: deque[bytes] = deque(maxlen=MAX_PARKED)
         self.last_seen = time.monotonic()
         self.session: RouterSession = router.open_session(self, session_id=session_id)
 
     def send(self, data: bytes, *, related: RequestId | None = None, final: bool = False) -> None:
-        if self.legacy:
-            assert self.stream is not None
-            self.stream.push(data)
-            return
-        if related is not None:
+        if related is not None and not self.legacy:
             exchange = self.exchanges.get(related)
             if exchange is not None:
+                if final:
+                    del self.exchanges[related]
                 exchange.push(data, final)
                 return
-        if self.stream is not None and not self.stream.closed:
-            self.stream.push(data)
+        stream = self.stream
+        if stream is not None and not stream.closed:
+            stream.write(_event(data))
             return
         for exchange in reversed(self.exchanges.values()):
-            if not exchange.done:
+            if not exchange.done and not exchange.responder.closed:
                 exchange.push(data, False)
                 return
         self.parked.append(data)
@@ -131,25 +127,28 @@ class HttpSession:
     def close(self) -> None:
         self.session.close()
         err = b'{"code":-32600,"message":"session terminated"}'
-        for rid, exchange in list(self.exchanges.items()):
-            if not exchange.done:
-                exchange.push(
-                    b'{"jsonrpc":"2.0","id":' + jsonrpc.dumps(rid) + b',"error":' + err + b"}", True
-                )
+        exchanges, self.exchanges = self.exchanges, {}
+        for rid, exchange in exchanges.items():
+            exchange.push(
+                b'{"jsonrpc":"2.0","id":' + jsonrpc.dumps(rid) + b',"error":' + err + b"}", True
+            )
         if self.stream is not None:
-            self.stream.closed = True
-            self.stream.event.set()
+            self.stream.end()
+            self.stream = None
 
 
 def _origin_allowed(origin: str, allowed: frozenset[str] | None) -> bool:
     if allowed is not None:
         return origin in allowed or "*" in allowed
-    host = urlsplit(origin).hostname or ""
-    return host in LOOPBACK_HOSTS or f"[{host}]" in LOOPBACK_HOSTS
+    return (urlsplit(origin).hostname or "") in LOOPBACK_HOSTS
+
+
+def _error(send_to: Responder, status: int, code: int, message: str) -> None:
+    send_to.respond(status, _JSON, jsonrpc.error(None, code, message))
 
 
 class HttpFrontend:
-    """The ASGI application serving a ``Router`` over HTTP."""
+    """Serves a ``Router`` over HTTP (the request handler of ``http_server``)."""
 
     def __init__(
         self,
@@ -168,296 +167,166 @@ class HttpFrontend:
         self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
         self.idle_seconds = idle_seconds
         self.sessions: dict[str, HttpSession] = {}
-        self._janitor: asyncio.Task[None] | None = None
 
-    # -- ASGI entry ----------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if kind != "http":
-            return
-        path = scope["path"]
+    def handle(self, request: Request, responder: Responder) -> None:
+        path = request.path
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        headers = _headers(scope)
-        origin = headers.get("origin")
+        origin = request.headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self.allowed_origins):
-            await _plain(send, 403, b"Forbidden: origin not allowed")
+            responder.respond(403, _TEXT, b"Forbidden: origin not allowed")
             return
-        method = scope["method"]
+        method = request.method
         if path == self.path:
             if method == "POST":
-                await self._post(headers, receive, send)
+                self._post(request, responder)
             elif method == "GET":
-                await self._get(headers, receive, send)
+                self._get(request, responder)
             elif method == "DELETE":
-                await self._delete(headers, send)
+                self._delete(request, responder)
             else:
-                await _plain(send, 405, b"Method Not Allowed", allow=b"GET, POST, DELETE")
+                responder.respond(
+                    405, [*_TEXT, (b"allow", b"GET, POST, DELETE")], b"Method Not Allowed"
+                )
         elif path == self.sse_path and method == "GET":
-            await self._legacy_sse(receive, send)
+            self._legacy_sse(responder)
         elif path == self.messages_path and method == "POST":
-            await self._legacy_post(scope, receive, send)
+            self._legacy_post(request, responder)
         elif path == "/healthz" and method == "GET":
-            await _plain(send, 200, b"ok")
+            responder.respond(200, _TEXT, b"ok")
         else:
-            await _plain(send, 404, b"Not Found")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._janitor = asyncio.create_task(self._sweep_idle())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def aclose(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-        for session in list(self.sessions.values()):
-            session.close()
-        self.sessions.clear()
-
-    async def _sweep_idle(self) -> None:
-        while True:
-            await asyncio.sleep(min(60.0, self.idle_seconds / 2))
-            cutoff = time.monotonic() - self.idle_seconds
-            for sid, hs in list(self.sessions.items()):
-                busy = hs.exchanges or (hs.stream is not None and not hs.stream.closed)
-                if hs.last_seen < cutoff and not busy:
-                    del self.sessions[sid]
-                    hs.close()
+            responder.respond(404, _TEXT, b"Not Found")
 
     # -- streamable HTTP -------------------------------------------------------------
 
-    async def _post(self, headers: dict[str, str], receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            await _plain(send, 413, b"Payload Too Large")
-            return
+    def _post(self, request: Request, responder: Responder) -> None:
         try:
-            msg = jsonrpc.parse(body)
+            msg = jsonrpc.parse(request.body)
         except jsonrpc.InvalidMessage as exc:
-            if body.lstrip()[:1] == b"[":
-                err = jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "batches are not supported")
+            if request.body.lstrip()[:1] == b"[":
+                _error(responder, 400, jsonrpc.INVALID_REQUEST, "batches are not supported")
             else:
-                err = jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
-            await _respond(send, 400, _JSON, err)
+                _error(responder, 400, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
             return
-        sid = headers.get("mcp-session-id")
-        if msg.get("method") == "initialize" and "id" in msg:
+        headers = request.headers
+        mid = msg.get("id")
+        if mid is not None and msg.get("method") == "initialize":
             hs = HttpSession(self.router, secrets.token_hex(16))
             self.sessions[hs.id] = hs
         else:
+            sid = headers.get("mcp-session-id")
             if sid is None:
-                await _respond(
-                    send, 400, _JSON,
-                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header"),
-                )  # fmt: skip
+                _error(responder, 400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
                 return
             found = self.sessions.get(sid)
             if found is None:
-                await _respond(
-                    send,
-                    404,
-                    _JSON,
-                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Session not found"),
-                )
+                _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
                 return
             hs = found
             version = headers.get("mcp-protocol-version")
             if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-                await _respond(
-                    send, 400, _JSON,
-                    jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}"),
-                )  # fmt: skip
+                _error(responder, 400, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}")
                 return
         hs.last_seen = time.monotonic()
-        mid = msg.get("id")
-        if "method" not in msg or mid is None:
+        if mid is None or "method" not in msg:
             hs.session.handle_message(msg)
-            await _respond(send, 202, (), b"")
+            responder.respond(202)
             return
         if not jsonrpc.valid_id(mid) or mid in hs.exchanges:
             why = "duplicate request id" if jsonrpc.valid_id(mid) else "invalid request id"
-            await _respond(send, 400, _JSON, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, why))
+            _error(responder, 400, jsonrpc.INVALID_REQUEST, why)
             return
-        exchange = _Exchange()
+        exchange = _Exchange(responder, hs.sid)
         hs.exchanges[mid] = exchange
-        try:
-            hs.session.handle_message(msg)
-            await exchange.event.wait()
-            extra = [(b"mcp-session-id", hs.id.encode())]
-            if exchange.done and len(exchange.items) == 1:
-                await _respond(send, 200, _JSON + extra, exchange.items[0])
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
-            while True:
-                while exchange.items:
-                    data = exchange.items.popleft()
-                    await send(
-                        {"type": "http.response.body", "body": _event(data), "more_body": True}
-                    )
-                if exchange.done:
-                    break
-                exchange.event.clear()
-                await exchange.event.wait()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            hs.exchanges.pop(mid, None)
 
-    async def _get(self, headers: dict[str, str], receive: Receive, send: Send) -> None:
-        if "text/event-stream" not in headers.get("accept", ""):
-            await _plain(send, 406, b"Not Acceptable: expects text/event-stream")
+        def gone() -> None:
+            # The client hung up before its answer: the call is abandoned, not cancelled
+            # (MCP asks for an explicit notifications/cancelled); later messages are parked.
+            if hs.exchanges.get(mid) is exchange:
+                del hs.exchanges[mid]
+
+        responder.on_close.append(gone)
+        hs.session.handle_message(msg)
+
+    def _get(self, request: Request, responder: Responder) -> None:
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            responder.respond(406, _TEXT, b"Not Acceptable: expects text/event-stream")
             return
-        sid = headers.get("mcp-session-id")
+        sid = request.headers.get("mcp-session-id")
         hs = self.sessions.get(sid) if sid is not None else None
         if hs is None:
-            await _plain(send, 400 if sid is None else 404, b"Session not found")
+            responder.respond(400 if sid is None else 404, _TEXT, b"Session not found")
             return
         if hs.stream is not None and not hs.stream.closed:
-            await _plain(send, 409, b"Conflict: a stream is already open for this session")
+            responder.respond(409, _TEXT, b"Conflict: a stream is already open for this session")
             return
-        stream = _Stream()
-        stream.items.extend(hs.parked)
-        hs.parked.clear()
-        hs.stream = stream
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*_SSE, (b"mcp-session-id", hs.id.encode())],
-                }
-            )
-            await _pump(stream, receive, send)
-        finally:
-            stream.closed = True
+        responder.start_stream(200, [*_SSE, (b"mcp-session-id", hs.sid)])
+        hs.stream = responder
+        hs.last_seen = time.monotonic()
+        while hs.parked:
+            responder.write(_event(hs.parked.popleft()))
+
+        def gone() -> None:
+            if hs.stream is responder:
+                hs.stream = None
             hs.last_seen = time.monotonic()
 
-    async def _delete(self, headers: dict[str, str], send: Send) -> None:
-        sid = headers.get("mcp-session-id")
+        responder.on_close.append(gone)
+
+    def _delete(self, request: Request, responder: Responder) -> None:
+        sid = request.headers.get("mcp-session-id")
         hs = self.sessions.pop(sid, None) if sid is not None else None
         if hs is None:
-            await _plain(send, 404, b"Session not found")
+            responder.respond(404, _TEXT, b"Session not found")
             return
         hs.close()
-        await _plain(send, 200, b"")
+        responder.respond(200)
 
     # -- legacy SSE -------------------------------------------------------------------
 
-    async def _legacy_sse(self, receive: Receive, send: Send) -> None:
+    def _legacy_sse(self, responder: Responder) -> None:
         hs = HttpSession(self.router, secrets.token_hex(16), legacy=True)
         self.sessions[hs.id] = hs
-        assert hs.stream is not None
+        hs.stream = responder
+        responder.start_stream(200, _SSE)
         endpoint = f"{self.messages_path}?session_id={hs.id}".encode()
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
-                    "more_body": True,
-                }
-            )
-            await _pump(hs.stream, receive, send)
-        finally:
+        responder.write(b"event: endpoint\ndata: " + endpoint + b"\n\n")
+
+        def gone() -> None:
             self.sessions.pop(hs.id, None)
+            hs.stream = None
             hs.close()
 
-    async def _legacy_post(self, scope: Scope, receive: Receive, send: Send) -> None:
-        query = parse_qs(scope.get("query_string", b"").decode())
-        sid = (query.get("session_id") or [""])[0]
+        responder.on_close.append(gone)
+
+    def _legacy_post(self, request: Request, responder: Responder) -> None:
+        sid = (parse_qs(request.query).get("session_id") or [""])[0]
         hs = self.sessions.get(sid)
         if hs is None or not hs.legacy:
-            await _plain(send, 404, b"Session not found")
-            return
-        body = await _read_body(receive)
-        if body is None:
-            await _plain(send, 413, b"Payload Too Large")
+            responder.respond(404, _TEXT, b"Session not found")
             return
         hs.last_seen = time.monotonic()
-        await _plain(send, 202, b"Accepted")
-        hs.session.handle(body)
+        responder.respond(202, _TEXT, b"Accepted")
+        hs.session.handle(request.body)
 
+    # -- housekeeping -------------------------------------------------------------------
 
-async def _pump(stream: _Stream, receive: Receive, send: Send) -> None:
-    """Write ``stream``'s messages as SSE events until it closes or the client goes away."""
-    gone = asyncio.Event()
+    def sweep(self) -> None:
+        """Close sessions idle for longer than ``idle_seconds``; keep SSE streams alive."""
+        cutoff = time.monotonic() - self.idle_seconds
+        for sid, hs in list(self.sessions.items()):
+            stream = hs.stream
+            if stream is not None and not stream.closed:
+                stream.write(b": keepalive\n\n")
+                continue
+            if hs.last_seen < cutoff and not hs.exchanges:
+                del self.sessions[sid]
+                hs.close()
 
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
-        stream.event.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        while not gone.is_set() and not stream.closed:
-            while stream.items:
-                data = stream.items.popleft()
-                await send({"type": "http.response.body", "body": _event(data), "more_body": True})
-            stream.event.clear()
-            try:
-                await asyncio.wait_for(stream.event.wait(), timeout=SSE_KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await send(
-                    {"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True}
-                )
-        if not gone.is_set():
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except OSError:
-        pass
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
-
-
-def _event(data: bytes) -> bytes:
-    return b"event: message\ndata: " + data + b"\n\n"
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def _respond(
-    send: Send, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes
-) -> None:
-    out = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _plain(send: Send, status: int, body: bytes, *, allow: bytes | None = None) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    if allow is not None:
-        headers.append((b"allow", allow))
-    await _respond(send, status, headers, body)
+    def aclose(self) -> None:
+        for hs in list(self.sessions.values()):
+            hs.close()
+        self.sessions.clear()
 
 
 async def serve_http(
@@ -469,47 +338,26 @@ async def serve_http(
     allowed_origins: Iterable[str] | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``router`` over HTTP with uvicorn until cancelled; ``ready`` gets the URL."""
-    import uvicorn
-
+    """Serve ``router`` over HTTP until cancelled; ``ready`` gets the URL once listening."""
     app = HttpFrontend(router, path=path, allowed_origins=allowed_origins)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=1,
-        ws="none",
-    )
-    server = uvicorn.Server(config)
-
-    async def run() -> None:
-        try:
-            await server.serve()
-        except SystemExit:  # uvicorn exits when it cannot bind
-            raise RuntimeFailure(f"cannot listen on {host}:{port}") from None
-
-    task = asyncio.create_task(run())
     try:
-        while not server.started:
-            if task.done():
-                await task  # raises what made the server fail (port in use...)
-                return
-            await asyncio.sleep(0.01)
-        if ready is not None:
-            bound = port
-            for srv in server.servers:
-                for sock in srv.sockets:
-                    bound = sock.getsockname()[1]
-            ready(f"http://{host}:{bound}{path}")
-        await asyncio.shield(task)
+        server, connections = await start_server(app.handle, host=host, port=port)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = port
+    for sock in server.sockets:
+        bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    if ready is not None:
+        ready(f"http://{shown}:{bound}{path}")
+    try:
+        while True:
+            await asyncio.sleep(SSE_KEEPALIVE_SECONDS)
+            app.sweep()
     finally:
-        # Cancelled (or done): let uvicorn shut down cleanly rather than cancelling it mid-way.
-        server.should_exit = True
-        if not task.done():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=3)
+        app.aclose()
+        server.close()
+        for conn in list(connections):
+            conn.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), timeout=2)

@@ -395,7 +395,7 @@ class DockerRuntime:
         except _CONNECTION_ERRORS as exc:
             raise DaemonUnreachable(self._unreachable(exc)) from None
 
-    async def probe(self, instance: Instance, *, timeout: float) -> None:  # noqa: ASYNC109
+    async def probe(self, instance: Instance, *, timeout: float) -> None:
         """MCP ``initialize`` over a fresh attach, then detach; the server keeps running."""
         deadline = time.monotonic() + timeout
         try:

@@ -40,6 +40,7 @@ from typing import Any, Final
 from mcp_fleet import conventions
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.model import CatalogEntry, RuntimeKind, ServerSpec, ServerType
+from mcp_fleet.status import REASON_INVALID_SPEC
 
 #: Processes and threads a server may have (Node servers use ~12 threads idle).
 DEFAULT_PIDS_LIMIT: Final = 512
@@ -70,7 +71,7 @@ class InvalidContainerSpec(RuntimeFailure):
     Retrying cannot fix it: the planner marks the server failed with ``str(err)``.
     """
 
-    reason = "InvalidSpec"
+    reason = REASON_INVALID_SPEC
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -128,6 +129,30 @@ async def test_body_limit_refuses_large_bodies_with_413(tmp_path: Path) -> None:
     assert small.status_code == 200 and small.json()["body_bytes"] == 1000
 
 
+async def test_a_stalled_body_is_cut_off_with_408(tmp_path: Path) -> None:
+    app = make_gateway(tmp_path, body_timeout_seconds=0.2)
+
+    async def trickle():  # type: ignore[no-untyped-def]
+        yield b'{"jsonrpc":'
+        await asyncio.sleep(5)
+        yield b"}"
+
+    async with client(app) as http:
+        started = time.monotonic()
+        response = await http.post("/mcp", content=trickle())
+        elapsed = time.monotonic() - started
+        after = await http.post("/mcp", content=INIT)
+    assert response.status_code == 408
+    assert elapsed < 2, "cut off near the timeout, not after the client's 5 s"
+    assert after.status_code == 200, "the gateway serves on"
+    assert (
+        app.metrics.registry.get_sample_value(
+            "mcp_fleet_http_rejections_total", {"reason": "body_timeout"}
+        )
+        == 1.0
+    )
+
+
 async def test_probes_need_no_auth_nor_an_allowed_host(tmp_path: Path, token: str) -> None:
     async with client(make_gateway(tmp_path)) as http:
         health = await http.get("/healthz", headers={"host": "10.0.0.7:8811"})
@@ -242,3 +267,14 @@ async def test_error_bodies_have_one_json_shape(tmp_path: Path, token: str) -> N
     for response in (unauthorized, rebinding):
         assert response.headers["content-type"] == "application/json"
         assert set(response.json()) == {"error", "error_description", "message"}
+
+
+async def test_only_the_exact_asset_paths_skip_auth(tmp_path: Path, token: str) -> None:
+    async with client(make_gateway(tmp_path)) as http:
+        css = await http.get("/static/status.css")
+        other = await http.get("/static/other.css")
+        sneaky = await http.send(http.build_request("POST", "/static/../mcp", content=INIT))
+        foreign = await http.get("/static/status.css", headers={"host": "evil.example:8811"})
+    assert css.status_code == 200
+    assert other.status_code == 401 and sneaky.status_code == 401
+    assert foreign.status_code == 403

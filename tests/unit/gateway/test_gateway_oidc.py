@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from gateway_support import JwksServer
 from jwt.algorithms import RSAAlgorithm
 from mcp_fleet.errors import FleetConfigError
 from mcp_fleet.gateway.identity import AuthError
@@ -133,44 +131,8 @@ def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert "oidc.yaml:6: identities.alice" in text
 
 
-class _Jwks:
-    """A JWKS endpoint on 127.0.0.1 whose keys the test can rotate."""
-
-    def __init__(self) -> None:
-        self.doc: dict[str, Any] = {"keys": []}
-        self.hits = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                body = json.dumps(outer.doc).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-
-@pytest.fixture
-def jwks_server() -> Iterator[_Jwks]:
-    server = _Jwks()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
-
-
 async def test_jwks_url_is_cached_and_refetched_on_key_rotation(
-    tmp_path: Path, key: rsa.RSAPrivateKey, jwks_server: _Jwks
+    tmp_path: Path, key: rsa.RSAPrivateKey, jwks_server: JwksServer
 ) -> None:
     jwks_server.doc = {"keys": [jwk(key, "k1")]}
     path = tmp_path / "oidc.yaml"

@@ -1,0 +1,271 @@
+"""A small HTTP/1.1 server for the router's frontend: httptools parsing, callback responses.
+
+Every forwarded call over HTTP is one POST, so the HTTP layer is most of the
+router's cost per call. A general ASGI server (uvicorn) spends about 150 us
+of CPU per request on things the router does not need (a task per request,
+scope dictionaries, header validation, middleware); this server parses with
+httptools (the C parser uvicorn itself uses), hands each complete request to
+a plain callback, and lets the answer be written whenever it is ready, from
+whatever callback has it (the backend's reader, for a forwarded call). No
+task and no future per request: the same design as the stdio path.
+
+What it supports is what MCP's HTTP transports use: keep-alive (HTTP/1.1,
+one request at a time per connection; pipelined requests wait their turn),
+fixed-length and chunked request bodies (bounded), complete responses with
+``content-length``, and streamed responses (chunked, for SSE) that end when
+the handler ends them or the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, cast
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+#: Bytes queued towards a client before a streamed response is cut off.
+MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
+_REASONS: Final = {
+    200: b"OK",
+    202: b"Accepted",
+    204: b"No Content",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    406: b"Not Acceptable",
+    409: b"Conflict",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+}
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed HTTP request."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes = b""
+    keep_alive: bool = True
+
+
+@dataclass(slots=True, eq=False)
+class Responder:
+    """Writes the answer to one request: whole, or as a stream of chunks."""
+
+    _conn: HttpConnection
+    keep_alive: bool
+    started: bool = False
+    finished: bool = False
+    streaming: bool = False
+    #: Called once if the client goes away before the answer is finished.
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def closed(self) -> bool:
+        return self.finished or self._conn.lost
+
+    def respond(
+        self, status: int, headers: list[tuple[bytes, bytes]] | tuple[()] = (), body: bytes = b""
+    ) -> None:
+        """Send a complete response (with ``content-length``)."""
+        if self.started:
+            return
+        self.started = self.finished = True
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        self._conn.write(b"".join(head) + body if len(body) < 65536 else b"".join(head))
+        if len(body) >= 65536:
+            self._conn.write(body)
+        self._conn.response_done(self)
+
+    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Begin a streamed (chunked) response."""
+        if self.started:
+            return
+        self.started = self.streaming = True
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"transfer-encoding: chunked\r\n\r\n")
+        self._conn.write(b"".join(head))
+
+    def write(self, data: bytes) -> None:
+        """One chunk of a streamed response; a client that stopped reading is cut off."""
+        if not self.streaming or self.finished or not data:
+            return
+        self._conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        if self._conn.buffered() > MAX_WRITE_BUFFER:
+            log.warning("client is not reading its event stream; closing the connection")
+            self._conn.abort()
+
+    def end(self) -> None:
+        """Finish a streamed response."""
+        if not self.streaming or self.finished:
+            return
+        self.finished = True
+        self._conn.write(b"0\r\n\r\n")
+        self._conn.response_done(self)
+
+
+Handler = Callable[[Request, Responder], None]
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs the handler, keeps answers in order."""
+
+    def __init__(self, handler: Handler, connections: set[HttpConnection]) -> None:
+        self._handler = handler
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._queue: deque[Request] = deque()
+        self._current: Responder | None = None
+        self._failed = False
+        self.lost = False
+
+    # -- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"upgrades are not supported")
+        except httptools.HttpParserError:
+            self._fail(400, b"malformed HTTP request")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._connections.discard(self)
+        current, self._current = self._current, None
+        self._queue.clear()
+        if current is not None and not current.finished:
+            for callback in current.on_close:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("close callback failed")
+
+    # -- httptools callbacks -------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > MAX_BODY_BYTES:
+            self._fail(413, b"request body too large")
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.lost or self._failed:
+            return
+        path, _, query = self._url.decode("latin-1").partition("?")
+        request = Request(
+            method=self._parser.get_method().decode("latin-1"),
+            path=path,
+            query=query,
+            headers=self._headers,
+            body=b"".join(self._body),
+            keep_alive=self._parser.should_keep_alive(),
+        )
+        if self._current is None:
+            self._dispatch(request)
+        else:
+            self._queue.append(request)
+            if len(self._queue) > 16 and self._transport is not None:
+                self._transport.pause_reading()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        responder = Responder(self, request.keep_alive)
+        self._current = responder
+        try:
+            self._handler(request, responder)
+        except Exception:
+            log.exception("HTTP handler failed for %s %s", request.method, request.path)
+            if not responder.started:
+                responder.respond(500, [(b"content-type", b"text/plain")], b"internal error")
+
+    def response_done(self, responder: Responder) -> None:
+        if responder is not self._current:
+            return
+        self._current = None
+        if not responder.keep_alive:
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if self._queue:
+            if self._transport is not None:
+                self._transport.resume_reading()
+            self._dispatch(self._queue.popleft())
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self.lost:
+            self._transport.write(data)
+
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, status: int, message: bytes) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        if self._current is None and self._transport is not None and not self.lost:
+            Responder(self, keep_alive=False).respond(
+                status, [(b"content-type", b"text/plain")], message
+            )
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def start_server(
+    handler: Handler, *, host: str, port: int
+) -> tuple[asyncio.Server, set[HttpConnection]]:
+    """Listen on ``host:port``; returns the server and its live connections."""
+    loop = asyncio.get_running_loop()
+    connections: set[HttpConnection] = set()
+    server = await loop.create_server(
+        lambda: HttpConnection(handler, connections), host, port, backlog=2048
+    )
+    return server, connections
