@@ -345,33 +345,65 @@ async def timed_calls(call: Callable[[], Awaitable[None]], n: int, warm: int) ->
     return out
 
 
-async def latency(target: Target, backend: list[str], n: int, warm: int) -> dict[str, Any]:
-    """Sequential warm calls through ``target`` (None: directly); ms per call and proxy CPU."""
-    cpu_pid: int | None = None
+@dataclass
+class _Lane:
+    """One way of calling the echo server, measured in turns with the others."""
+
+    call: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    cpu_pid: int | None
+    samples: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+
+
+async def _lane(target: Target) -> _Lane:
     if target.kind == "stdio":
         peer = await StdioPeer.spawn(target.argv)
-        cpu_pid = peer.proc.pid if target.name != "direct" else None
-        call: Callable[[], Awaitable[None]] = peer.call
-        closer: Callable[[], Awaitable[None]] = peer.aclose
-    else:
-        session = await target.session()
-        cpu_pid = target.pid
-        call, closer = session.call, session.aclose
+        pid = peer.proc.pid if target.name != "direct" else None
+        return _Lane(peer.call, peer.aclose, pid)
+    session = await target.session()
+    return _Lane(session.call, session.aclose, target.pid)
+
+
+async def latency(targets: list[Target], n: int, warm: int, rounds: int = 10) -> dict[str, Any]:
+    """Sequential warm calls through every target, in turns.
+
+    Each target gets ``n`` calls in ``rounds`` batches, the targets taking
+    turns batch by batch, so a change of load on the machine (other
+    processes) falls on all of them alike instead of on whichever ran then.
+    The proxy's CPU is read from /proc around its own batches only.
+    """
+    lanes: dict[str, _Lane] = {}
+    out: dict[str, Any] = {}
     try:
-        for _ in range(warm):
-            await call()
-        cpu0 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
-        samples = await timed_calls(call, n, 0)
-        cpu = (cpu_seconds(cpu_pid) - cpu0) if cpu_pid else None
+        for target in targets:
+            try:
+                lanes[target.name] = await _lane(target)
+            except Exception as exc:
+                out[target.name] = {"error": repr(exc)}
+        for lane in lanes.values():
+            for _ in range(warm):
+                await lane.call()
+        for _ in range(rounds):
+            for lane in lanes.values():
+                cpu0 = cpu_seconds(lane.cpu_pid) if lane.cpu_pid else 0.0
+                lane.samples += await timed_calls(lane.call, n // rounds, 0)
+                if lane.cpu_pid:
+                    lane.cpu += cpu_seconds(lane.cpu_pid) - cpu0
     finally:
-        await closer()
-    return {
-        "calls": n,
-        "p50_ms": statistics.median(samples),
-        "p99_ms": pct(samples, 0.99),
-        "mean_ms": statistics.fmean(samples),
-        "proxy_cpu_ms_per_call": (cpu * 1000 / n) if cpu is not None else None,
-    }
+        for lane in lanes.values():
+            with contextlib.suppress(Exception):
+                await lane.close()
+    for name, lane in lanes.items():
+        calls = len(lane.samples)
+        out[name] = {
+            "calls": calls,
+            "p50_ms": statistics.median(lane.samples),
+            "p99_ms": pct(lane.samples, 0.99),
+            "mean_ms": statistics.fmean(lane.samples),
+            "proxy_cpu_ms_per_call": (lane.cpu * 1000 / calls) if lane.cpu_pid else None,
+        }
+    return out
 
 
 async def sdk_latency(argv: list[str], n: int) -> dict[str, Any]:
@@ -520,16 +552,20 @@ async def bench(quick: bool) -> dict[str, Any]:
     }
     for label, backend in (("sdk-echo", SDK_ECHO), ("raw-echo", RAW_ECHO)):
         print(f"== backend {label}", flush=True)
-        lat: dict[str, Any] = {}
-        lat["direct (stdio)"] = await latency(Target("direct", "stdio", backend), backend, n, warm)
-        lat["router (stdio)"] = await latency(router_target(backend, "stdio"), backend, n, warm)
-        for target in [router_target(backend, "http"), *peer_targets(backend)]:
-            try:
-                async with running(target):
-                    lat[target.name] = await latency(target, backend, n, warm)
-            except Exception as exc:
-                lat[target.name] = {"error": repr(exc)}
-            print(f"   {target.name}: {lat[target.name]}", flush=True)
+        http_targets = [router_target(backend, "http"), *peer_targets(backend)]
+        async with contextlib.AsyncExitStack() as stack:
+            started = []
+            for target in http_targets:
+                try:
+                    await stack.enter_async_context(running(target))
+                    started.append(target)
+                except Exception as exc:
+                    print(f"   {target.name} did not start: {exc!r}", flush=True)
+            lanes = [Target("direct", "stdio", backend), router_target(backend, "stdio"), *started]
+            lat = await latency(lanes, n, warm)
+        lat["direct (stdio)"] = lat.pop("direct")
+        for name, entry in lat.items():
+            print(f"   {name}: {entry}", flush=True)
         base = lat["direct (stdio)"]["p50_ms"]
         base99 = lat["direct (stdio)"]["p99_ms"]
         for entry in lat.values():

@@ -19,7 +19,8 @@ class ServerState(StrEnum):
     READY = "Ready"  # answered an MCP initialize: clients can use it
     FAILED = "Failed"  # cannot run as configured (missing secret, no image...)
     CRASHLOOP = "CrashLoop"  # keeps exiting; restarts are backed off
-    STOPPED = "Stopped"  # disabled, or on-demand and idle
+    STOPPING = "Stopping"  # disabled or orphaned: its instance is being stopped
+    STOPPED = "Stopped"  # disabled (nothing runs), or on-demand and idle
     UNKNOWN = "Unknown"
 
 

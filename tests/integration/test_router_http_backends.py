@@ -70,8 +70,11 @@ async def test_both_http_transports_carry_calls(front: str) -> None:
         assert {"viahttp__sleep", "viasse__sleep"} <= await tool_names(session)
 
 
-async def test_errors_from_an_http_backend_come_back_as_errors(front: str) -> None:
+async def test_tool_errors_from_an_http_backend_come_back_unchanged(front: str) -> None:
     async with http_client(front) as (session, _):
-        await until_tools(session, {"viahttp__echo"})
-        with pytest.raises(MCPError):
-            await session.call_tool("viahttp__add", {"a": "not a number"})
+        await until_tools(session, {"viahttp__echo", "viasse__echo"})
+        for name in ("viahttp__add", "viasse__add"):
+            result = await session.call_tool(name, {"a": "not a number"})
+            assert result.is_error is True
+        with pytest.raises(MCPError, match="Unknown tool"):
+            await session.call_tool("viahttp__nothing", {})

@@ -244,6 +244,7 @@ def client_config_command(
     )
     if not write:
         sys.stdout.write(cfg.snippet())
+        sys.stdout.flush()
         err_console.print(f"# add this to {cfg.path} (or run again with --write)", markup=False)
         return
     with exit_on_error():

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import typer
 
@@ -47,10 +47,8 @@ from mcp_fleet.cli.router_cmds import (
     TransportChoice,
     TransportOpt,
 )
+from mcp_fleet.endpoints import EndpointEntry, EndpointTable
 from mcp_fleet.model import RuntimeKind
-
-if TYPE_CHECKING:
-    from mcp_fleet.reconcile.loop import Controller
 
 
 def register(app: typer.Typer) -> None:
@@ -74,7 +72,6 @@ def up_command(
     secrets: SecretsOpt = None,
 ) -> None:
     """Run the fleet and serve it to MCP clients: controller and router in one process."""
-    from mcp_fleet.endpoints import EndpointTable
     from mcp_fleet.reconcile.loop import Controller
     from mcp_fleet.router.router import Router, RouterEvent
     from mcp_fleet.router.serve import run, serve
@@ -101,9 +98,8 @@ def up_command(
         say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
 
     async def main() -> None:
-        table = EndpointTable()
+        table = _AnnouncingTable()
         controller = Controller(files, runtimes, table, preferred_runtime=kind)
-        first_pass = asyncio.Event()
 
         def on_event(event: RouterEvent, server: str, detail: str) -> None:
             if event == "attached":
@@ -116,10 +112,9 @@ def up_command(
 
         router = Router(
             table, prefix=prefix.value, tools=tools or (), page_size=page_size,
-            on_event=on_event, published=first_pass,
+            on_event=on_event, published=table.published, settle_timeout=30.0,
         )  # fmt: skip
         ctl_task = asyncio.create_task(controller.run(), name="controller")
-        watcher = asyncio.create_task(_first_pass(controller, first_pass, ctl_task))
         main_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if main_task is not None:
@@ -132,7 +127,6 @@ def up_command(
                 allowed_origins=allow_origin, on_ready=None if stdio else on_ready,
             )  # fmt: skip
         finally:
-            watcher.cancel()
             ctl_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await ctl_task
@@ -146,13 +140,17 @@ def up_command(
         pass
 
 
-async def _first_pass(
-    controller: Controller, done: asyncio.Event, ctl_task: asyncio.Task[None]
-) -> None:
-    """Set ``done`` once the controller has finished its first pass (or stopped)."""
-    status = controller.status
-    initial = status()
-    # The controller offers no "pass done" event; its snapshot is replaced after each pass.
-    while status() is initial and not ctl_task.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    done.set()
+class _AnnouncingTable(EndpointTable):
+    """An endpoint table that also says when it was first published (the first pass is done).
+
+    The controller publishes at the end of every pass, changed or not, so the
+    first ``publish`` marks the moment the fleet as it starts is known.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published = asyncio.Event()
+
+    async def publish(self, entries: Mapping[str, EndpointEntry]) -> None:
+        await super().publish(entries)
+        self.published.set()

@@ -14,7 +14,9 @@ API (what ``mcp-fleet controller``, ``mcp-fleet up`` and the router use)::
 
 After every pass the controller publishes, into the ``EndpointTable``, one
 ``EndpointEntry(spec, endpoint)`` per Ready server (remote servers too, as
-``HttpEndpoint``), and writes the status file (``statusfile``).
+``HttpEndpoint``), and writes the status file (``statusfile``); the file is
+also written before each plan is applied, with the plan as ``pending``, so a
+long pass (an image pull, a slow first initialize) shows what it is doing.
 
 Why it is built this way:
 
@@ -128,6 +130,8 @@ class Controller:
             fleet=None, home=str(files.home), updated_at=clock(),
             runtime=preferred_runtime.value, controller_pid=os.getpid(),
         )  # fmt: skip
+        #: The last snapshot whose changes were logged (passes log once, at their end).
+        self._logged = self._snapshot
         self._wake = asyncio.Event()
         self._wake_at: float | None = None
         self._pass_lock = asyncio.Lock()
@@ -177,14 +181,14 @@ class Controller:
                 current = plan(desired, observed, memory)
                 if not current:
                     break
+                await self._show_progress(desired, observed, memory, current)
                 await self.executor.apply(current)
                 observed = await self._observe()
             self._wake_at = current.wake_at
             snapshot = self._build_snapshot(desired, observed, memory, current)
-            self._log_changes(self._snapshot, snapshot)
-            if self.write_status_file:
-                await asyncio.to_thread(write_status, self.status_file, snapshot)
-            self._snapshot = snapshot  # after the file: status() is never ahead of it
+            self._log_changes(self._logged, snapshot)
+            self._logged = snapshot
+            await self._set_status(snapshot)
             await self._publish(desired, observed, snapshot)
             return snapshot
 
@@ -309,6 +313,22 @@ class Controller:
             if why:
                 out[name] = why.removeprefix(f"{name}: ")
         return frozen_map(out)
+
+    async def _show_progress(
+        self, desired: DesiredState | None, observed: ObservedState, memory: Memory, todo: Plan
+    ) -> None:
+        """Write the status before applying a plan, with the plan as ``pending``.
+
+        A pass can take a while (an image pull, a slow server's first
+        initialize); meanwhile ``mcp-fleet status`` shows what is being done
+        rather than nothing (first pass) or the state before the edit.
+        """
+        await self._set_status(self._build_snapshot(desired, observed, memory, todo))
+
+    async def _set_status(self, snapshot: StatusSnapshot) -> None:
+        if self.write_status_file:
+            await asyncio.to_thread(write_status, self.status_file, snapshot)
+        self._snapshot = snapshot  # after the file: status() is never ahead of it
 
     def _set_file_errors(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         if diagnostics != self._file_errors:
@@ -453,8 +473,12 @@ class Controller:
         timeout = self.resync_seconds
         if self._wake_at is not None:
             timeout = min(timeout, max(0.0, self._wake_at - self.clock()) + 0.01)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the
+        # result when a cancel (SIGTERM) and the wake-up arrive together, and the
+        # cancel is lost: the loop would run on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _follow_events(self, runtime: Runtime) -> None:
         try:

@@ -13,9 +13,10 @@ configuration has a problem: the last good instance keeps serving); one that
 has not answered yet is Starting; with nothing running it is CrashLoop after
 ``threshold`` failures in a row, Failed when it cannot run as configured (or
 cannot be started at all), else Pending (first start, or waiting out a
-backoff). A server whose last start did not even happen (the runtime refused
-it: image unavailable, daemon down...) is Failed with the runtime's reason,
-not CrashLoop: nothing crashed. Disabled servers are Stopped.
+backoff). A server whose last start did not even happen (the runtime
+refused it: image unavailable, daemon down...) is Failed with the runtime's
+reason, not CrashLoop: nothing crashed. Disabled servers are Stopped once
+nothing of them runs, Stopping until then (orphans too, while removed).
 """
 
 from __future__ import annotations
@@ -186,15 +187,21 @@ def server_statuses(
         health = tracker.health.get(name) or Health()
         spec = desired.servers.get(name) if desired else None
         if spec is None:
-            out.append(
-                _with_instance(
-                    ServerStatus(name, "absent", ServerState.STOPPED, "Orphaned", "being removed"),
-                    insts[0] if insts else None,
-                    health,
-                )
-            )
+            st = ServerStatus(name, "absent", ServerState.STOPPING, "Orphaned", "being removed")
+            if desired is None:  # the planner touches nothing before the files load
+                st = ServerStatus(
+                    name, "absent", ServerState.UNKNOWN, "NotLoaded",
+                    "left alone until the fleet files load",
+                )  # fmt: skip
+            out.append(_with_instance(st, insts[0] if insts else None, health))
             continue
         if not spec.enabled:
+            if insts:  # Stopped means nothing runs: until then it is Stopping
+                st = ServerStatus(
+                    name, "disabled", ServerState.STOPPING, REASON_DISABLED, "being stopped"
+                )
+                out.append(_with_instance(st, insts[0], health))
+                continue
             out.append(
                 ServerStatus(
                     name, "disabled", ServerState.STOPPED, REASON_DISABLED, restarts=health.restarts

@@ -7,6 +7,7 @@ virtualenv's interpreter, the benchmark, the tests).
 from __future__ import annotations
 
 import typer
+
 from mcp_fleet.cli.common import setup_logging
 from mcp_fleet.cli.router_cmds import router_command
 

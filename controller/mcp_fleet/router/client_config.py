@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
+
 from mcp_fleet.config.atomic import atomic_write
 from mcp_fleet.errors import Diagnostic, FleetConfigError
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 from urllib.parse import urljoin
 
 import httpx
+
 from mcp_fleet.router import jsonrpc
 from mcp_fleet.transport import StreamClosed
 

@@ -29,22 +29,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from mcp_fleet import __version__ as _fleet_version
 from mcp_fleet import conventions
 from mcp_fleet.endpoints import (
-    DockerAttachEndpoint,
     Endpoint,
     EndpointEntry,
     EndpointTable,
-    HttpEndpoint,
     StreamEndpoint,
 )
-from mcp_fleet.router import jsonrpc
+from mcp_fleet.router.attach import (
+    LIST_KINDS,
+    call_timeout,
+    connect_endpoint,
+    describe,
+    failure_reason,
+    fetch_list,
+)
 from mcp_fleet.router.backend import BackendError, BackendSession
-from mcp_fleet.router.jsonrpc import JsonObject, RequestId
-from mcp_fleet.router.session import LOG_RANK, ClientChannel, RouterSession
+from mcp_fleet.router.clients import ClientHub
+from mcp_fleet.router.jsonrpc import JsonObject
+from mcp_fleet.router.session import ClientChannel, RouterSession
 from mcp_fleet.router.table import (
     Kind,
     PrefixMode,
@@ -60,39 +66,12 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 500
 RETRY_INITIAL_SECONDS: Final = 0.5
 RETRY_MAX_SECONDS: Final = 30.0
-#: How many pages of one list we follow from a backend before giving up on it.
-MAX_LIST_PAGES: Final = 1000
-
-_LIST_METHODS: Final[dict[Kind, tuple[str, str]]] = {
-    "tools": ("tools/list", "tools"),
-    "prompts": ("prompts/list", "prompts"),
-    "resources": ("resources/list", "resources"),
-    "resourceTemplates": ("resources/templates/list", "resourceTemplates"),
-}
-_CAPABILITY_OF: Final[dict[Kind, str]] = {
-    "tools": "tools",
-    "prompts": "prompts",
-    "resources": "resources",
-    "resourceTemplates": "resources",
-}
 _CHANGED_NOTIFICATION: Final[dict[Kind, str]] = {
     "tools": "notifications/tools/list_changed",
     "prompts": "notifications/prompts/list_changed",
     "resources": "notifications/resources/list_changed",
     "resourceTemplates": "notifications/resources/list_changed",
 }
-_REFRESH_ON: Final[dict[str, tuple[Kind, ...]]] = {
-    "notifications/tools/list_changed": ("tools",),
-    "notifications/prompts/list_changed": ("prompts",),
-    "notifications/resources/list_changed": ("resources", "resourceTemplates"),
-}
-#: Which client capability a server-to-client request needs.
-_NEEDS: Final[dict[str, str]] = {
-    "sampling/createMessage": "sampling",
-    "elicitation/create": "elicitation",
-    "roots/list": "roots",
-}
-
 Connector = Callable[[Endpoint], Awaitable[MessageStream]]
 RouterEvent = Literal["attached", "detached", "failed", "renamed"]
 
@@ -112,7 +91,7 @@ class _Attachment:
     refresher: asyncio.Task[None] | None = None
 
 
-class Router:
+class Router(ClientHub):
     """One MCP endpoint for every Ready server of an ``EndpointTable``."""
 
     def __init__(
@@ -140,15 +119,12 @@ class Router:
         self._published = published
         self._on_event = on_event
         self.table = build_table(())
-        self.sessions: set[RouterSession] = set()
         self._attached: dict[str, _Attachment] = {}
-        #: (server, uri) -> sessions holding a subscription
-        self._subscriptions: dict[tuple[str, str], set[RouterSession]] = {}
-        self._backend_log_level: str | None = None
         #: Set once every server published at start has been attached or has failed.
         self.settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._known_renames: set[Rename] = set()
+        ClientHub.__init__(self)
 
     # -- following the endpoint table -------------------------------------------
 
@@ -200,6 +176,8 @@ class Router:
                 att.entry = entry  # same instance, new spec: naming inputs may change
                 if att.lists is not None:
                     att.lists = self._lists_for(entry, att.lists)
+                if att.backend is not None:
+                    att.backend.call_timeout = call_timeout(entry)
         for name, entry in sorted(published.items()):
             if name not in self._attached:
                 att = _Attachment(entry)
@@ -230,12 +208,15 @@ class Router:
                 stream,
                 self,
                 instance_id=endpoint.instance_id,
-                call_timeout=_call_timeout(att.entry),
+                call_timeout=call_timeout(att.entry),
                 client_version=_fleet_version,
                 close_stream=not isinstance(endpoint, StreamEndpoint),
             )
             await backend.start(timeout=self.attach_timeout)
-            fetched = {kind: await self._fetch(backend, kind) for kind in _LIST_METHODS}
+            fetched = {
+                kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
+                for kind in LIST_KINDS
+            }
             lists = ServerLists(
                 server=name,
                 tools=fetched["tools"],
@@ -248,7 +229,7 @@ class Router:
                 await backend.aclose("attach cancelled")
             raise
         except Exception as exc:
-            reason = _reason(exc)
+            reason = failure_reason(exc)
             if backend is not None:
                 await backend.aclose(reason)
             if self._attached.get(name) is att:
@@ -268,9 +249,9 @@ class Router:
         att.lists = self._lists_for(att.entry, lists)
         att.failures = 0
         att.last_error = ""
-        await self._restore_state(backend)
+        await self._restore_client_state(backend)
         self._rebuild()
-        self._emit("attached", name, _describe(endpoint))
+        self._emit("attached", name, describe(endpoint))
 
     def _lists_for(self, entry: EndpointEntry, lists: ServerLists) -> ServerLists:
         spec = entry.spec
@@ -284,40 +265,6 @@ class Router:
             prefix=prefix or None,
             tools_allow=spec.tools_allow,
         )
-
-    async def _fetch(self, backend: BackendSession, kind: Kind) -> tuple[JsonObject, ...]:
-        if _CAPABILITY_OF[kind] not in backend.capabilities:
-            return ()
-        method, key = _LIST_METHODS[kind]
-        items: list[JsonObject] = []
-        cursor: Any = None
-        for _ in range(MAX_LIST_PAGES):
-            params = {"cursor": cursor} if cursor is not None else None
-            try:
-                result = await backend.call(method, params, timeout=self.attach_timeout)
-            except BackendError as exc:
-                if exc.code == jsonrpc.METHOD_NOT_FOUND:
-                    return ()
-                raise
-            page = result.get(key)
-            if isinstance(page, list):
-                items.extend(item for item in page if isinstance(item, dict))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                break
-        return tuple(items)
-
-    async def _restore_state(self, backend: BackendSession) -> None:
-        """Give a (re-)attached backend the log level and subscriptions clients hold."""
-        calls: list[Awaitable[JsonObject]] = []
-        if self._backend_log_level and "logging" in backend.capabilities:
-            calls.append(backend.call("logging/setLevel", {"level": self._backend_log_level}))
-        for server, uri in self._subscriptions:
-            if server == backend.name:
-                calls.append(backend.call("resources/subscribe", {"uri": uri}))
-        for outcome in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.warning("server %s: restoring state failed: %s", backend.name, outcome)
 
     async def _detach(self, name: str, reason: str) -> None:
         att = self._attached.pop(name, None)
@@ -355,6 +302,15 @@ class Router:
     def backend(self, server: str) -> BackendSession | None:
         att = self._attached.get(server)
         return att.backend if att is not None else None
+
+    def open_session(self, channel: ClientChannel, *, session_id: str = "") -> RouterSession:
+        """A new client session (a frontend calls this per client)."""
+        session = RouterSession(self, channel, session_id=session_id)
+        self.sessions.add(session)
+        return session
+
+    def backends(self) -> list[BackendSession]:
+        return [a.backend for a in self._attached.values() if a.backend is not None]
 
     async def wait_settled(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -408,156 +364,6 @@ class Router:
             except Exception:
                 log.exception("router event callback failed")
 
-    # -- client sessions -----------------------------------------------------------
-
-    def open_session(self, channel: ClientChannel, *, session_id: str = "") -> RouterSession:
-        session = RouterSession(self, channel, session_id=session_id)
-        self.sessions.add(session)
-        return session
-
-    def session_closed(self, session: RouterSession) -> None:
-        self.sessions.discard(session)
-        for key in [k for k, holders in self._subscriptions.items() if session in holders]:
-            holders = self._subscriptions[key]
-            holders.discard(session)
-            if not holders:
-                del self._subscriptions[key]
-                backend = self.backend(key[0])
-                if backend is not None:
-                    asyncio.get_running_loop().create_task(
-                        _quietly(backend.call("resources/unsubscribe", {"uri": key[1]}))
-                    )
-        if session.log_level is not None:
-            asyncio.get_running_loop().create_task(_quietly(self._push_log_level()))
-
-    async def subscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject:
-        key = (server, uri)
-        holders = self._subscriptions.get(key)
-        if holders is None:
-            backend = self.backend(server)
-            if backend is None:
-                raise BackendError(
-                    server, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not connected"
-                )
-            await backend.call("resources/subscribe", {"uri": uri})
-            holders = self._subscriptions.setdefault(key, set())
-        holders.add(session)
-        return {}
-
-    async def unsubscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject:
-        key = (server, uri)
-        holders = self._subscriptions.get(key)
-        if holders is None or session not in holders:
-            return {}
-        holders.discard(session)
-        if not holders:
-            del self._subscriptions[key]
-            backend = self.backend(server)
-            if backend is not None:
-                await backend.call("resources/unsubscribe", {"uri": uri})
-        return {}
-
-    async def set_log_level(self, session: RouterSession, level: str) -> JsonObject:
-        session.log_level = level
-        await self._push_log_level()
-        return {}
-
-    async def _push_log_level(self) -> None:
-        levels = [s.log_level for s in self.sessions if s.log_level is not None]
-        wanted = min(levels, key=LOG_RANK.__getitem__) if levels else None
-        if wanted is None or wanted == self._backend_log_level:
-            return
-        self._backend_log_level = wanted
-        backends = [
-            a.backend
-            for a in self._attached.values()
-            if a.backend is not None and "logging" in a.backend.capabilities
-        ]
-        await asyncio.gather(
-            *(_quietly(b.call("logging/setLevel", {"level": wanted})) for b in backends)
-        )
-
-    def roots_changed(self, session: RouterSession) -> None:
-        for att in self._attached.values():
-            if att.backend is not None:
-                att.backend.notify("notifications/roots/list_changed")
-
-    # -- BackendListener ------------------------------------------------------------
-
-    def backend_notification(self, backend: BackendSession, method: str, msg: JsonObject) -> None:
-        params = msg.get("params")
-        if method == "notifications/message":
-            level = params.get("level") if isinstance(params, dict) else None
-            data = jsonrpc.dumps(msg)
-            for session in list(self.sessions):
-                if session.initialized and session.wants_log(level):
-                    session.channel.send(data)
-        elif method == "notifications/resources/updated":
-            uri = params.get("uri") if isinstance(params, dict) else None
-            holders = self._subscriptions.get((backend.name, uri)) if isinstance(uri, str) else None
-            if holders:
-                data = jsonrpc.dumps(msg)
-                for session in list(holders):
-                    session.channel.send(data)
-        elif method in _REFRESH_ON:
-            self._schedule_refresh(backend, _REFRESH_ON[method])
-        elif method == "notifications/cancelled":
-            rid = params.get("requestId") if isinstance(params, dict) else None
-            target = backend.server_requests.pop(rid, None) if jsonrpc.valid_id(rid) else None
-            if target is not None:
-                session, our_id, _ = target
-                session.cancel_outgoing(
-                    our_id, params.get("reason") if isinstance(params, dict) else None
-                )
-        else:
-            data = jsonrpc.dumps(msg)
-            for session in list(self.sessions):
-                if session.initialized:
-                    session.channel.send(data)
-
-    def backend_request(self, backend: BackendSession, msg: JsonObject) -> None:
-        method = msg.get("method")
-        needed = _NEEDS.get(method) if isinstance(method, str) else None
-        target, related = self._caller_of(backend, needed)
-        if target is None:
-            for session in self.sessions:
-                if session.initialized and session.has_capability(needed):
-                    target = session
-                    break
-        if target is None:
-            why = f"no connected client supports {needed}" if needed else "no client is connected"
-            backend.respond_error(msg["id"], jsonrpc.METHOD_NOT_FOUND, why)
-            return
-        target.forward_server_request(backend, msg, related=related)
-
-    @staticmethod
-    def _caller_of(
-        backend: BackendSession, needed: str | None
-    ) -> tuple[RouterSession | None, RequestId | None]:
-        """The client call a server-to-client request most likely comes from.
-
-        Over HTTP a server says which request a message belongs to; over
-        stdio it cannot, so this guesses, exactly whenever only one client
-        has calls in flight to the server: the oldest call of a client that
-        can answer, preferring calls that have no question outstanding yet
-        (servers ask in the order they received the calls). Servers whose
-        clients must never share a session run with ``sessions: per-client``.
-        """
-        asked = {(id(s), rel) for s, _, rel in backend.server_requests.values()}
-        fallback: tuple[RouterSession | None, RequestId | None] = (None, None)
-        for _, sink, client_id in backend.pending_calls():
-            if (
-                not isinstance(sink, RouterSession)
-                or sink.closed
-                or not sink.has_capability(needed)
-            ):
-                continue
-            if (id(sink), client_id) not in asked:
-                return sink, client_id
-            if fallback[0] is None:
-                fallback = (sink, client_id)
-        return fallback
-
     def backend_closed(self, backend: BackendSession, reason: str) -> None:
         att = self._attached.get(backend.name)
         if att is None or att.backend is not backend:
@@ -586,7 +392,10 @@ class Router:
         while att.dirty and att.backend is backend and att.lists is not None:
             kinds, att.dirty = set(att.dirty), set()
             try:
-                fetched = {kind: await self._fetch(backend, kind) for kind in sorted(kinds)}
+                fetched = {
+                    kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
+                    for kind in sorted(kinds)
+                }
             except BackendError as exc:
                 log.warning("server %s: refreshing lists failed: %s", backend.name, exc)
                 return
@@ -611,52 +420,3 @@ class Router:
             session.close()
         for name in list(self._attached):
             await self._detach(name, "router stopped")
-
-
-async def connect_endpoint(endpoint: Endpoint) -> MessageStream:
-    """Open a message stream to ``endpoint`` (the default connector)."""
-    if isinstance(endpoint, StreamEndpoint):
-        return await endpoint.open()
-    if isinstance(endpoint, HttpEndpoint):
-        from mcp_fleet.router.http_backend import open_http_stream
-
-        return await open_http_stream(
-            endpoint.url, transport=endpoint.transport, headers=endpoint.headers
-        )
-    if isinstance(endpoint, DockerAttachEndpoint):
-        import docker
-        from mcp_fleet.runtimes.docker_attach import open_attach_stream
-
-        api = docker.from_env().api
-        return await open_attach_stream(api, endpoint.container_id)
-    raise TypeError(f"unknown endpoint type {type(endpoint).__name__}")
-
-
-def _call_timeout(entry: EndpointEntry) -> float:
-    spec_entry = entry.spec.entry
-    if spec_entry is not None and spec_entry.call_timeout_seconds:
-        return float(spec_entry.call_timeout_seconds)
-    return conventions.DEFAULT_CALL_TIMEOUT_SECONDS
-
-
-def _describe(endpoint: Endpoint) -> str:
-    if isinstance(endpoint, HttpEndpoint):
-        return endpoint.url
-    if isinstance(endpoint, DockerAttachEndpoint):
-        return f"container {endpoint.container_id[:12]}"
-    return f"instance {endpoint.instance_id}"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, BackendError):
-        return exc.message
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-async def _quietly(work: Awaitable[Any]) -> None:
-    try:
-        await work
-    except Exception as exc:
-        log.debug("background call failed: %s", exc)

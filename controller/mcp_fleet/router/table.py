@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+
 from mcp_fleet import conventions
 from mcp_fleet.router.uri_match import InvalidTemplate, compile_template, matches
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import Diagnostic, FleetConfigError
-from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind
+from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.loop import Controller, ControllerBusy
+from mcp_fleet.runtimes.base import Instance
 from mcp_fleet.runtimes.fake import FakeRuntime
 from mcp_fleet.status import ServerState
 from reconcile_builders import FLEET, desired, spec
@@ -205,3 +206,75 @@ async def test_unchanged_files_are_not_parsed_again_until_a_resync(tmp_path: Pat
     clock.now += 31.0
     await ctl.reconcile_once()
     assert files.reads == 3
+
+
+async def test_a_cancel_that_comes_with_a_wake_still_stops_the_loop(tmp_path: Path) -> None:
+    # SIGTERM (a cancel) arriving together with a wake-up (a file change, a
+    # container event) must end the loop, not be taken for the wake-up.
+    ctl, _, _, _, _ = make(tmp_path, desired(spec("a")), resync_seconds=60.0)
+    task = asyncio.create_task(ctl.run())
+    for _ in range(100):
+        if ctl.status().fleet is not None:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the pass is over: the loop sleeps until woken
+    ctl.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert done, "the loop went on after it was cancelled"
+    assert task.cancelled()
+    await ctl.aclose()
+
+
+async def test_status_shows_a_pass_in_progress(tmp_path: Path) -> None:
+    # A slow start (an image pull) must not leave `mcp-fleet status` blind.
+    ctl, fake, *_ = make(tmp_path, desired(spec("slow")))
+    release = asyncio.Event()
+    real_start = fake.start
+
+    async def slow_start(s: ServerSpec) -> Instance:
+        await release.wait()
+        return await real_start(s)
+
+    fake.start = slow_start  # type: ignore[method-assign, assignment]
+    one = asyncio.create_task(ctl.reconcile_once())
+    path = tmp_path / ".state" / "status.json"
+    for _ in range(200):
+        if ctl.status().servers:
+            break
+        await asyncio.sleep(0.01)
+    assert ctl.status().server("slow").state is ServerState.PENDING  # type: ignore[union-attr]
+    during = json.loads(path.read_text())  # written before status() changed
+    assert [(s["name"], s["state"]) for s in during["servers"]] == [("slow", "Pending")]
+    assert during["pending"][0].startswith("create") and "server:slow" in during["pending"][0]
+    release.set()
+    snap = await one
+    assert snap.server("slow").state is ServerState.READY  # type: ignore[union-attr]
+    assert json.loads(path.read_text())["pending"] == []
+    await ctl.aclose()
+
+
+async def test_a_disabled_server_is_stopping_until_its_instance_is_gone(tmp_path: Path) -> None:
+    ctl, fake, loader, *_ = make(tmp_path, desired(spec("a")))
+    (inst,) = [s.instance for s in (await ctl.reconcile_once()).servers]
+    release = asyncio.Event()
+    real_stop = fake.stop
+
+    async def slow_stop(instance: Instance) -> None:
+        await release.wait()
+        await real_stop(instance)
+
+    fake.stop = slow_stop  # type: ignore[method-assign]
+    loader.state = desired(spec("a", enabled=False))
+    one = asyncio.create_task(ctl.reconcile_once())
+    for _ in range(200):
+        if ctl.status().server("a").desired == "disabled":  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.01)
+    during = ctl.status().server("a")
+    assert during is not None and during.state is ServerState.STOPPING
+    assert during.instance == inst and during.message == "being stopped"
+    release.set()
+    after = (await one).server("a")
+    assert after is not None and after.state is ServerState.STOPPED and after.instance is None
+    await ctl.aclose()
