@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mcp_fleet import __version__
-from mcp_fleet.cli import catalog, controller_cmds, init, k8s_cmds, secret, server, token_cmds
+from mcp_fleet.cli import catalog, controller_cmds, init, k8s_cmds, router_cmds, secret, server, token_cmds, up_cmd
 from mcp_fleet.cli.common import LogFormat, LogFormatOpt, VerboseOpt, setup_logging
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app = typer.Typer(
 
 #: Command modules, each with ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: list[Callable[[typer.Typer], None]] = [
+    up_cmd.register,
     init.register,
     catalog.register,
     server.register,
@@ -38,6 +39,7 @@ COMMAND_MODULES: list[Callable[[typer.Typer], None]] = [
     controller_cmds.register,
     k8s_cmds.register,
     token_cmds.register,
+    router_cmds.register,
 ]
 
 
