@@ -68,6 +68,7 @@ LOGS_DIR = "logs"
 LOG_MAX_BYTES = 5 * 1024 * 1024
 STDERR_RING_LINES = 500
 _STDERR_LINE_MAX = 16 * 1024
+_CUT_MARK = " [line cut: longer than 16 KiB]"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -173,32 +174,56 @@ class _Child:
         return redactor().redact(line)
 
     async def pump_stderr(self) -> None:
-        """Copy stderr to the ring and the log file, line by line, bounded."""
+        """Copy stderr to the ring and the log file, line by line, bounded.
+
+        A line longer than ``_STDERR_LINE_MAX`` keeps its head (marked as cut)
+        and the rest of it is dropped up to its newline, so a server writing
+        megabytes without a newline costs one bounded line, not thousands.
+        The log file is rotated whenever it passes ``LOG_MAX_BYTES``, not only
+        when the server starts: a chatty long-lived server cannot fill the disk.
+        """
         assert self.proc.stderr is not None
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        if self.logfile.exists() and self.logfile.stat().st_size > LOG_MAX_BYTES:
-            self.logfile.replace(self.logfile.with_suffix(".log.1"))
+        out = self._open_log()
         pending = b""
-        with self.logfile.open("ab") as out:
-            while True:
-                chunk = await self.proc.stderr.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
+        skipping = False  # inside an over-long line whose head was already kept
+        try:
+            while chunk := await self.proc.stderr.read(65536):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if skipping:
+                    if not lines:
+                        pending = b""
+                        continue
+                    lines.pop(0)  # the end of the line that was cut
+                    skipping = False
                 if len(pending) > _STDERR_LINE_MAX:
                     lines.append(pending)
-                    pending = b""
-                self._emit(lines, out)
-            if pending:
-                self._emit([pending], out)
+                    pending, skipping = b"", True
+                out = self._emit(lines, out)
+            if pending and not skipping:
+                out = self._emit([pending], out)
+        finally:
+            out.close()
 
-    def _emit(self, lines: list[bytes], out: Any) -> None:
+    def _open_log(self) -> Any:
+        if self.logfile.exists() and self.logfile.stat().st_size > LOG_MAX_BYTES:
+            self.logfile.replace(self.logfile.with_suffix(".log.1"))
+        return self.logfile.open("ab")
+
+    def _emit(self, lines: list[bytes], out: Any) -> Any:
         for raw in lines:
-            text = self.redact(raw[:_STDERR_LINE_MAX].decode("utf-8", errors="replace").rstrip())
+            # Redacted before it is cut, so a secret on the cut is never half shown.
+            text = self.redact(raw.decode("utf-8", errors="replace").rstrip())
+            if len(text) > _STDERR_LINE_MAX:
+                text = text[:_STDERR_LINE_MAX] + _CUT_MARK
             self.ring.append(text)
             out.write(text.encode() + b"\n")
         out.flush()
+        if out.tell() > LOG_MAX_BYTES:
+            out.close()
+            out = self._open_log()
+        return out
 
 
 class ProcessRuntime:
@@ -362,6 +387,7 @@ class ProcessRuntime:
 
     async def _stop_child(self, child: _Child) -> None:
         proc = child.proc
+        drain = asyncio.create_task(_drain(proc.stdout), name=f"drain:{child.instance.server}")
         if proc.returncode is None:
             with contextlib.suppress(Exception):
                 await child.stream.aclose()  # stdio servers exit on EOF
@@ -373,7 +399,7 @@ class ProcessRuntime:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        for task in (child.wait_task, child.stderr_task):
+        for task in (drain, child.wait_task, child.stderr_task):
             if task is None:
                 continue
             try:
@@ -435,6 +461,23 @@ class ProcessRuntime:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _drain(reader: asyncio.StreamReader | None) -> None:
+    """Read a stopped child's stdout to its end, throwing it away.
+
+    Until its stdout reaches EOF, asyncio neither closes the pipe nor reports
+    the exit to ``wait()``; and a pipe whose reader was paused (a server that
+    flooded a probe with a line longer than the limit leaves up to twice the
+    limit buffered) would never reach EOF, keeping that buffer, the process
+    object and its waiters alive forever. Reading stops at EOF, or at once
+    when another coroutine (a router) is still reading: then it drains it.
+    """
+    if reader is None:
+        return
+    with contextlib.suppress(Exception):
+        while await reader.read(1 << 20):
+            pass
 
 
 def _resolve_cwd(home: Path, cwd: str) -> Path:
