@@ -122,9 +122,10 @@ def run_seeds(
             t0 = time.monotonic()
             second = fleet.start_controller(runtime=runtime)
             controllers.append(second)
-            doc = fleet.wait_status(lambda d, pid=second.pid: converged(d, enabled, pid=pid))
+            wanted = set(enabled)
+            doc = fleet.wait_status(lambda d, pid=second.pid, w=wanted: converged(d, w, pid=pid))
             took = time.monotonic() - t0
-            check(doc, set(enabled), at_kill)
+            check(doc, wanted, at_kill)
             assert stop(second) == 0, "the controller did not stop cleanly on SIGTERM"
             figures.append(
                 {"seed": seed, "kill_after": round(delay, 2), "mid_pass": mid_pass,

@@ -32,7 +32,16 @@ from pathlib import Path
 
 import docker
 import pytest
-from faults_support import Fleet, cleanup, containers_by_server, converged, servers_of, stop
+from faults_support import (
+    Fleet,
+    cleanup,
+    cmdline,
+    containers_by_server,
+    converged,
+    processes_with,
+    servers_of,
+    stop,
+)
 from testbed_images import SERVERS_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(150)]
@@ -66,11 +75,10 @@ class PrivateDaemon:
         return self.exec_root / "dockerd.pid"
 
     def pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        return None
+        """The daemon's pid, found by its exec root (its pid file may not exist yet)."""
+        found = [p for p in processes_with(f"--exec-root {self.exec_root} ")
+                 if cmdline(p).startswith("dockerd ")]  # fmt: skip
+        return found[0] if found else None
 
     def start(self) -> float:
         """Start it detached (``setsid -f``, as tests/testbed.sh does); seconds to answer."""
@@ -104,18 +112,18 @@ class PrivateDaemon:
             client.close()
 
     def stop(self) -> None:
-        """SIGTERM, wait for it to exit (SIGKILL after 30 s)."""
+        """SIGTERM, wait for it to exit (SIGKILL after 30 s); its containerd goes with it."""
         pid = self.pid()
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists():
-                return
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        leftovers = processes_with(str(self.exec_root))  # dockerd, or its containerd
+        for left in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left, signal.SIGKILL)
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.host, timeout=60)

@@ -78,7 +78,8 @@ def test_flooding_backends_fail_alone_with_bounded_controller_memory(tmp_path: P
             st = servers_of(d)
             return all(
                 st.get(m, {}).get("state") in ("Pending", "CrashLoop", "Failed")
-                and st[m]["restarts"] >= 1 and st[m]["reason"] != "Starting"
+                and st[m]["restarts"] >= 1
+                and st[m]["reason"] != "Starting"
                 for m in FLOODS
             )
 
@@ -114,7 +115,7 @@ def test_flooding_backends_fail_alone_with_bounded_controller_memory(tmp_path: P
             assert servers_of(doc)[name]["instance"] == instance
         assert fleet.status_file.stat().st_size < 200_000
         print(
-            f"flood: before {before}, after {after} KiB, floods failed and restarted in {took:.1f} s,"
-            f" stopped in {stopped_in:.1f} s"
+            f"flood: before {before}, after {after} KiB, floods failed and restarted in"
+            f" {took:.1f} s, stopped in {stopped_in:.1f} s"
         )
         assert stop(ctl) == 0

@@ -53,8 +53,10 @@ from mcp_fleet.cli.common import (
     print_diagnostics,
     print_json,
 )
+from mcp_fleet.config.secrets import parse_secrets
 from mcp_fleet.endpoints import EndpointTable
-from mcp_fleet.errors import RuntimeFailure
+from mcp_fleet.errors import FleetConfigError, RuntimeFailure
+from mcp_fleet.logsetup import MASK, MIN_SECRET_LENGTH
 from mcp_fleet.model import FleetFiles, RuntimeKind
 from mcp_fleet.reconcile.loop import LOCK_FILE, Controller
 from mcp_fleet.reconcile.snapshot import StatusSnapshot
@@ -399,6 +401,8 @@ def logs_command(
     dir: DirOpt = None,
 ) -> None:
     """Print what a server wrote to stderr (secret values masked)."""
+    if not conventions.SERVER_NAME_RE.match(server):
+        raise fail(f"invalid server name {server!r}")  # never a path outside .state/logs
     with exit_on_error():
         files = fleet_files_from_options(dir)
     snapshot = None
@@ -407,7 +411,7 @@ def logs_command(
     st = snapshot.server(server) if snapshot else None
     if st is not None and st.runtime == RuntimeKind.DOCKER.value and st.instance:
         with exit_on_error():
-            _docker_logs(st.instance, follow=follow, tail=tail)
+            _docker_logs(st.instance, follow=follow, tail=tail, secrets=_secret_values(files))
         return
     log_file = files.state_dir / LOGS_DIR / f"{server}.log"
     if not log_file.exists():
@@ -419,6 +423,20 @@ def logs_command(
     if follow:
         with contextlib.suppress(KeyboardInterrupt):
             _follow_file(log_file)
+
+
+def _secret_values(files: FleetFiles) -> tuple[str, ...]:
+    """The values of secrets.env, to mask them in a container's output (never printed).
+
+    Read whatever the file's mode: a file refused for being readable by others
+    may still have reached a container before, and masking is all they are for.
+    """
+    try:
+        text = files.secrets.read_text(encoding="utf-8-sig")
+        values = parse_secrets(text, files.secrets).values()
+    except (OSError, UnicodeDecodeError, FleetConfigError):
+        return ()
+    return tuple(sorted({v for v in values if len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
 
 
 def _follow_file(path: Path, *, poll: float = 0.25) -> None:
@@ -440,18 +458,29 @@ def _follow_file(path: Path, *, poll: float = 0.25) -> None:
                 inode = path.stat().st_ino
 
 
-def _docker_logs(container_id: str, *, follow: bool, tail: int) -> None:
+def _docker_logs(container_id: str, *, follow: bool, tail: int, secrets: tuple[str, ...]) -> None:
     import docker
     from docker.errors import DockerException
 
+    def masked(line: str) -> str:
+        for value in secrets:
+            line = line.replace(value, MASK)
+        return line
+
+    pending = ""  # masked a line at a time: a value split across two chunks is still found
     try:
         client = docker.from_env()
         container = client.containers.get(container_id)
         stream = container.logs(stdout=False, stderr=True, stream=True, follow=follow, tail=tail)
         for chunk in stream:
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            *lines, pending = (pending + chunk.decode("utf-8", errors="replace")).split("\n")
+            for line in lines:
+                sys.stdout.write(masked(line) + "\n")
             sys.stdout.flush()
     except DockerException as exc:
         raise RuntimeFailure(f"docker: {exc}") from exc
     except KeyboardInterrupt:
         pass
+    if pending:
+        sys.stdout.write(masked(pending) + "\n")
+        sys.stdout.flush()

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mcp_fleet import conventions
 from mcp_fleet.cli.common import (
     CatalogOpt,
     ConfigOpt,
@@ -125,6 +126,11 @@ def enable(
       mcp-fleet server enable time
       mcp-fleet server enable cisco-asa --from custom
     """
+    if not conventions.SERVER_NAME_RE.match(name):
+        raise fail(
+            f"invalid server name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 63, starting and ending with a letter or digit)"
+        )
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         layered = load_catalogs(files.catalogs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mcp_fleet.logsetup import redactor
 from mcp_fleet.model import RuntimeKind, frozen_map
 from mcp_fleet.reconcile.backoff import BackoffPolicy, Health
 from mcp_fleet.runtimes.base import Instance, ObservedState
@@ -122,9 +123,18 @@ class Tracker:
         exit_code: int | None = None,
         stderr_tail: tuple[str, ...] = (),
     ) -> bool:
-        """Count a failure (probe, start, exit); returns True when it was new."""
+        """Count a failure (probe, start, exit); returns True when it was new.
+
+        The message and the stderr lines are masked with the secret redactor
+        here, where they enter the controller's memory: a server may echo a
+        secret in what it writes, and everything shown later (status, the
+        ``--once`` output, a status page) is built from what is kept here.
+        """
         if instance is not None:
             self.ready.discard(instance.instance_id)
+        mask = redactor().redact
+        message = mask(message)
+        stderr_tail = tuple(mask(line) for line in stderr_tail)
         return self.health_of(server).record_failure(
             self.policy,
             instance_id=None if instance is None else instance.instance_id,

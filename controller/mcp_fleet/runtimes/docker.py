@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ import requests.exceptions
 from mcp_fleet import conventions
 from mcp_fleet.endpoints import DockerAttachEndpoint, Endpoint, StreamEndpoint
 from mcp_fleet.errors import RuntimeFailure
+from mcp_fleet.logsetup import redactor
 from mcp_fleet.model import RuntimeKind, ServerSpec
 from mcp_fleet.probe import ProbeError, initialize
 from mcp_fleet.runtimes import docker_spec
@@ -411,7 +413,7 @@ class DockerRuntime:
             await stream.aclose()
 
     async def logs(self, instance: Instance, *, tail: int = 100) -> list[str]:
-        """The last ``tail`` lines of the container's stderr (stdout is the protocol)."""
+        """The last ``tail`` stderr lines (stdout is the protocol), secret values masked."""
         try:
             raw = await self._api_call(
                 "logs", instance.instance_id, stdout=False, stderr=True, tail=tail
@@ -419,7 +421,8 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return []
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        return text.splitlines()[-tail:] if tail else []
+        lines = text.splitlines()[-tail:] if tail else []
+        return [redactor().redact(line) for line in lines]  # a server may echo its secrets
 
     def events(self) -> AsyncIterator[RuntimeEvent]:
         """Our containers' start/die/destroy, plus ``daemon`` when dockerd goes and comes back."""
@@ -573,9 +576,15 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Blank secret values out of a daemon's error message before anyone sees it."""
-    for value in secrets:
-        text = text.replace(value, "***")
+    """Blank secret values out of a daemon's error message before anyone sees it.
+
+    The daemon may quote a value back escaped (runc refuses an environment
+    variable holding a NUL with ``"NAME=va\\x00lue"``), so each value's
+    escaped spellings are blanked too, longest first.
+    """
+    forms = {f for v in secrets for f in (v, repr(v)[1:-1], json.dumps(v)[1:-1]) if f}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
 
 

@@ -108,7 +108,7 @@ class FakeRuntime:
             url=f"http://fake.invalid/{instance.instance_id}",
         )
 
-    async def probe(self, instance: Instance, *, timeout: float) -> None:  # noqa: ASYNC109
+    async def probe(self, instance: Instance, *, timeout: float) -> None:
         self.calls.append(("probe", instance.instance_id))
         current = self.instances.get(instance.instance_id)
         if current is None or not current.running:

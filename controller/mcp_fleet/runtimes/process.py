@@ -428,7 +428,7 @@ class ProcessRuntime:
             raise RuntimeFailure(f"{instance.server}: {instance.instance_id} is not ours to reach")
         return child.endpoint
 
-    async def probe(self, instance: Instance, *, timeout: float) -> None:  # noqa: ASYNC109
+    async def probe(self, instance: Instance, *, timeout: float) -> None:
         child = self._children.get(instance.instance_id)
         if child is None:
             raise RuntimeFailure(f"{instance.server}: {instance.instance_id} is not ours to probe")
