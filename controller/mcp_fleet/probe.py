@@ -45,7 +45,7 @@ class ProbeResult:
     capabilities: dict[str, Any]
 
 
-async def initialize(stream: MessageStream, *, timeout: float) -> ProbeResult:  # noqa: ASYNC109
+async def initialize(stream: MessageStream, *, timeout: float) -> ProbeResult:
     """Perform the handshake within ``timeout`` seconds; raise ``ProbeError`` otherwise."""
     request_id = f"mcp-fleet-probe-{next(_ids)}"
     request = {

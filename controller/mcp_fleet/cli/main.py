@@ -14,7 +14,17 @@ from typing import Annotated
 import typer
 
 from mcp_fleet import __version__
-from mcp_fleet.cli import catalog, controller_cmds, init, k8s_cmds, router_cmds, secret, server, token_cmds, up_cmd
+from mcp_fleet.cli import (
+    catalog,
+    controller_cmds,
+    init,
+    k8s_cmds,
+    router_cmds,
+    secret,
+    server,
+    token_cmds,
+    up_cmd,
+)
 from mcp_fleet.cli.common import LogFormat, LogFormatOpt, VerboseOpt, setup_logging
 
 app = typer.Typer(
