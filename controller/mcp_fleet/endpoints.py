@@ -14,6 +14,19 @@ Endpoints come in three kinds:
   process attaches to through the Docker API.
 - ``HttpEndpoint``: a server reached over streamable HTTP or SSE (remote
   servers, containers and pods that serve HTTP, stdio bridges).
+
+On-demand servers (``lifecycle: on-demand``) add a channel going the other
+way. The controller publishes every enabled on-demand server
+(``publish_on_demand``), warm or cold, so the router keeps advertising a cold
+one from its list cache. ``Demand`` carries what only the router knows back
+to the controller: a call is waiting for a cold server (``want`` wakes the
+controller's loop), which servers have calls in flight and when each was
+last used (``activity``, read when the controller plans), and whether an
+idle server may go now (``retire``: the router agrees only with no call in
+flight, and routes later calls to the next instance). The controller never
+reaches into the router, the router never starts anything: both only talk
+through this table, in one process, so every check-and-mark is atomic on
+the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +34,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 from mcp_fleet.model import ServerSpec, frozen_map
 from mcp_fleet.transport import MessageStream
@@ -67,19 +82,78 @@ class EndpointEntry:
     endpoint: Endpoint
 
 
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """How one on-demand server is being used, as the router sees it right now."""
+
+    #: Seconds since a call to it last began or was last seen in flight.
+    idle_seconds: float
+    #: Calls forwarded to it and not answered yet.
+    inflight: int = 0
+    #: Calls (or a first listing) waiting for it to start.
+    waiting: int = 0
+
+
+class DemandSource(Protocol):
+    """What the router offers the controller through ``Demand``."""
+
+    def activity(self) -> Mapping[str, Activity]:
+        """Use of every on-demand server the router holds or waits for."""
+
+    def retire(self, server: str) -> bool:
+        """Agree to the stop of an idle server: False when a call needs it."""
+
+
+class Demand:
+    """The router-to-controller channel for on-demand servers (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._wakers: list[Callable[[], None]] = []
+        self._source: DemandSource | None = None
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever a cold server is wanted (the controller's loop)."""
+        self._wakers.append(wake)
+
+    @property
+    def source(self) -> DemandSource | None:
+        return self._source
+
+    def serve(self, source: DemandSource | None) -> None:
+        """Install (or, with None, remove) the router that answers ``activity`` and ``retire``."""
+        self._source = source
+
+    def want(self, server: str) -> None:
+        """A call is waiting for ``server``: wake whoever starts servers."""
+        for wake in list(self._wakers):
+            wake()
+
+    def activity(self) -> Mapping[str, Activity]:
+        return {} if self._source is None else self._source.activity()
+
+    def retire(self, server: str) -> bool:
+        """May an idle ``server`` be stopped now? Always yes when no router is attached."""
+        return True if self._source is None else self._source.retire(server)
+
+
 class EndpointTable:
     """The current set of routable servers, swapped whole and watched by the router.
 
     ``publish`` replaces the table atomically; ``wait_changed`` lets the router
     sleep until the table differs from the version it last saw. Endpoints are
     compared by ``(server, instance_id)``: a replaced server has a new instance
-    id, so the router re-attaches.
+    id, so the router re-attaches. ``publish_on_demand`` and ``demand`` are
+    the on-demand additions described in the module docstring.
     """
 
     def __init__(self) -> None:
         self._entries: Mapping[str, EndpointEntry] = MappingProxyType({})
         self._version = 0
         self._changed = asyncio.Condition()
+        self._on_demand: Mapping[str, ServerSpec] = MappingProxyType({})
+        #: Where the router keeps each on-demand server's lists between runs.
+        self.cache_dir: Path | None = None
+        self.demand = Demand()
 
     @property
     def version(self) -> int:
@@ -95,6 +169,23 @@ class EndpointTable:
         ):
             return
         self._entries = MappingProxyType(dict(entries))
+        self._version += 1
+        async with self._changed:
+            self._changed.notify_all()
+
+    def on_demand(self) -> Mapping[str, ServerSpec]:
+        """Every enabled on-demand server, whether an instance runs or not."""
+        return self._on_demand
+
+    async def publish_on_demand(
+        self, specs: Mapping[str, ServerSpec], *, cache_dir: Path | None = None
+    ) -> None:
+        """Swap in the set of on-demand servers; wakes waiters only when it changed."""
+        if cache_dir is not None:
+            self.cache_dir = cache_dir
+        if dict(specs) == dict(self._on_demand):
+            return
+        self._on_demand = MappingProxyType(dict(specs))
         self._version += 1
         async with self._changed:
             self._changed.notify_all()

@@ -31,9 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from mcp_fleet.cli.main import app
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 #: Size of the test file system: room for the fleet files and little else.
 FS_SIZE = "256k"

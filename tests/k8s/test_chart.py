@@ -1,7 +1,7 @@
 """The Helm chart, rendered and linted with the real Helm library (helm-python-sdk).
 
 For the default values and for non-default ones (cluster-wide RBAC, an
-Ingress, an existing token Secret, several watched namespaces, no router):
+Ingress, existing token and session-key Secrets, several watched namespaces, no router):
 the chart lints clean in strict mode for a recent Kubernetes, every rendered
 object validates strictly against the Kubernetes schemas, the values pass
 values.schema.json (and bad values do not), and the RBAC stays least-privilege.
@@ -32,6 +32,8 @@ NON_DEFAULT: dict[str, Any] = {
         "replicas": 3,
         "serverSelector": {"mcp-fleet.dev/team": "platform"},
         "auth": {"existingSecret": "team-token", "secretKey": "bearer"},
+        "sessionKey": {"existingSecret": "team-session", "secretKey": "key"},
+        "allowedHosts": ["mcp.corp.example"],
         "ingress": {
             "enabled": True,
             "className": "nginx",
@@ -128,6 +130,14 @@ def test_defaults_install_namespaced_operator_router_and_token(chart: helm.Chart
         "key": "token",
     }
     assert len(secret["data"]["token"]) >= 48
+    session_env = next(e for e in rc["env"] if e["name"] == "MCP_FLEET_SESSION_KEY")
+    session_secret = one(objects, "Secret", "-router-session")
+    assert session_env["valueFrom"]["secretKeyRef"] == {
+        "name": session_secret["metadata"]["name"],
+        "key": "session-key",
+    }
+    assert len(session_secret["data"]["session-key"]) >= 48
+    assert "--allowed-host=mcp-fleet-router.mcp-fleet.svc" in rc["args"]
     service = one(objects, "Service", "-router")
     assert service["spec"]["selector"] == router["spec"]["selector"]["matchLabels"]
     assert not by_kind(objects, "Ingress")
@@ -161,6 +171,11 @@ def test_non_default_values_cluster_wide_ingress_existing_secret(chart: helm.Cha
     assert "--selector=mcp-fleet.dev/team=platform" in rc["args"]
     token_env = next(e for e in rc["env"] if e["name"] == "MCP_FLEET_ROUTER_TOKEN")
     assert token_env["valueFrom"]["secretKeyRef"] == {"name": "team-token", "key": "bearer"}
+    session_env = next(e for e in rc["env"] if e["name"] == "MCP_FLEET_SESSION_KEY")
+    assert session_env["valueFrom"]["secretKeyRef"] == {"name": "team-session", "key": "key"}
+    assert {"--allowed-host=mcp.corp.internal", "--allowed-host=mcp.corp.example"} <= set(
+        rc["args"]
+    )
     ingress = one(objects, "Ingress", "-router")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"] == [{"hosts": ["mcp.corp.internal"], "secretName": "mcp-tls"}]

@@ -61,6 +61,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-router-token" (include "mcp-fleet.fullname" .)) .Values.router.auth.existingSecret }}
 {{- end }}
 
+{{- define "mcp-fleet.routerSessionSecretName" -}}
+{{- default (printf "%s-router-session" (include "mcp-fleet.fullname" .)) .Values.router.sessionKey.existingSecret }}
+{{- end }}
+
 {{/* The hardened container security context shared by the operator and the router. */}}
 {{- define "mcp-fleet.containerSecurityContext" -}}
 allowPrivilegeEscalation: false

@@ -7,22 +7,31 @@ like a plain MCP proxy. ``client config`` prints, or merges into the right
 file, the entry that points a client (Claude Desktop, Claude Code, Codex,
 Cursor) at the fleet.
 
+Over HTTP the team gateway fronts the router: once a token exists
+(``mcp-fleet token create``) or OIDC is configured, every request needs one;
+Host and Origin are checked against DNS rebinding; ``/`` shows the fleet,
+``/metrics`` serves Prometheus, ``/healthz`` and ``/readyz`` answer probes.
+Listening on anything but loopback without authentication is refused (exit
+2) unless ``--allow-unauthenticated`` says it is meant.
+
 Over stdio nothing but protocol goes to stdout; everything else goes to
-stderr.
+stderr (so ``--audit-log -`` is refused there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mcp_fleet import conventions
 from mcp_fleet.cli.common import (
+    EXIT_BAD_INPUT,
     CatalogOpt,
     ConfigOpt,
     DirOpt,
@@ -31,10 +40,16 @@ from mcp_fleet.cli.common import (
     ToolsOpt,
     err_console,
     exit_on_error,
+    fail,
     fleet_files_from_options,
 )
 
+if TYPE_CHECKING:
+    from mcp_fleet.gateway.app import GatewaySettings
+    from mcp_fleet.router.router import Router, RouterEvent
+
 _ROUTER = "Router"
+_GATEWAY = "Gateway (HTTP)"
 
 
 class TransportChoice(StrEnum):
@@ -101,12 +116,139 @@ PageSizeOpt = Annotated[
 OriginOpt = Annotated[
     list[str] | None,
     typer.Option(
+        "--allowed-origin",
         "--allow-origin",
-        help="Browser origins allowed to call the HTTP endpoint (default: loopback only).",
-        rich_help_panel=_ROUTER,
+        help="Browser origin allowed to call the HTTP endpoint besides loopback pages "
+        "(e.g. https://console.example.com; * for any); repeatable.",
+        rich_help_panel=_GATEWAY,
         show_default=False,
     ),
 ]
+AllowedHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Host name clients use to reach the router besides loopback and the bound address "
+        "(name or name:port; * turns the Host check off); repeatable.",
+        rich_help_panel=_GATEWAY,
+        show_default=False,
+    ),
+]
+AllowUnauthenticatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unauthenticated",
+        help="Serve a non-loopback address with no token or OIDC configured (anyone who can "
+        "reach it may call every tool).",
+        rich_help_panel=_GATEWAY,
+    ),
+]
+AuditLogOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--audit-log",
+        metavar="PATH|-",
+        help="Write one JSON line per call to PATH (rotated, mode 600), or - for stdout "
+        "(HTTP transports only).",
+        rich_help_panel=_GATEWAY,
+        show_default=False,
+    ),
+]
+AuditArgumentsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--audit-arguments",
+        help="Log call arguments in the audit log (secret-looking keys and known secret "
+        "values masked).",
+        rich_help_panel=_GATEWAY,
+    ),
+]
+MaxBodyOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-body-bytes",
+        min=1024,
+        help="Largest HTTP request body accepted (413 beyond).",
+        rich_help_panel=_GATEWAY,
+    ),
+]
+PublicMetricsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--public-metrics",
+        help="Serve /metrics without authentication (for an in-cluster Prometheus).",
+        rich_help_panel=_GATEWAY,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """The gateway's command-line options, shared by ``router`` and ``up``."""
+
+    allow_unauthenticated: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    audit_log: str | None = None
+    audit_arguments: bool = False
+    max_body_bytes: int | None = None
+    public_metrics: bool = False
+
+    def settings(self, *, home: Path, host: str, stdio: bool) -> GatewaySettings:
+        """Checked ``GatewaySettings``: exits 2 for an unusable audit destination, a broken
+        tokens or OIDC file, or a non-loopback address without authentication."""
+        from mcp_fleet.gateway.app import GatewaySettings, auth_configured
+        from mcp_fleet.gateway.audit import AuditSettings, Destination
+        from mcp_fleet.gateway.auth import (
+            DEFAULT_MAX_BODY_BYTES,
+            UnsafeBindError,
+            refuse_unauthenticated_bind,
+        )
+
+        destination: Destination | None = None
+        if self.audit_log == "-":
+            if stdio:
+                raise fail(
+                    "--audit-log -: over stdio, stdout carries the protocol; "
+                    "give the audit log a file (--audit-log PATH)"
+                )
+            destination = "stdout"
+        elif self.audit_log:
+            destination = Path(self.audit_log).expanduser()
+            if destination.is_dir():
+                raise fail(f"--audit-log {self.audit_log}: is a directory; give a file path")
+        settings = GatewaySettings(
+            home=home,
+            host=host,
+            allow_unauthenticated=self.allow_unauthenticated,
+            allowed_hosts=self.allowed_hosts,
+            allowed_origins=self.allowed_origins,
+            max_body_bytes=self.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            public_metrics=self.public_metrics,
+            audit=AuditSettings(destination=destination, log_arguments=self.audit_arguments),
+        )
+        if not stdio:
+            with exit_on_error():
+                configured = auth_configured(settings)
+            try:
+                refuse_unauthenticated_bind(host, configured, self.allow_unauthenticated)
+            except UnsafeBindError as exc:
+                raise fail(str(exc), code=EXIT_BAD_INPUT) from None
+        return settings
+
+
+def backend_metrics(event: RouterEvent, server: str, detail: str) -> None:
+    """Mirror the router's view of its servers into the metrics (``router`` without a
+    controller in the process: what it can reach is what it can tell)."""
+    from mcp_fleet.gateway import metrics
+    from mcp_fleet.status import ServerState
+
+    if event == "attached":
+        metrics.backend_state(server, ServerState.READY.value)
+    elif event == "failed":
+        metrics.backend_state(server, ServerState.FAILED.value)
+    elif event == "detached":
+        metrics.backend_state(server, ServerState.PENDING.value)
 
 
 def register(app: typer.Typer) -> None:
@@ -136,7 +278,13 @@ def router_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
+    allow_unauthenticated: AllowUnauthenticatedOpt = False,
+    allowed_host: AllowedHostOpt = None,
     allow_origin: OriginOpt = None,
+    audit_log: AuditLogOpt = None,
+    audit_arguments: AuditArgumentsOpt = False,
+    max_body_bytes: MaxBodyOpt = 32 * 1024 * 1024,
+    public_metrics: PublicMetricsOpt = False,
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
     registry: RegistryOpt = None,
@@ -147,9 +295,11 @@ def router_command(
     """Run the router alone: in front of a fleet's containers, or of --server commands."""
     from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec, parse_server_option
     from mcp_fleet.router.follow import follow_docker_fleet
+    from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router
     from mcp_fleet.router.serve import run, serve
 
+    stdio = transport is TransportChoice.STDIO
     with exit_on_error():
         adhoc = [parse_server_option(s) for s in server or ()]
         files = (
@@ -157,10 +307,31 @@ def router_command(
             if adhoc
             else fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
         )
+    home = files.home if files is not None else conventions.fleet_home(dir)
+    settings = GatewayOptions(
+        allow_unauthenticated=allow_unauthenticated,
+        allowed_hosts=tuple(allowed_host or ()),
+        allowed_origins=tuple(allow_origin or ()),
+        audit_log=audit_log,
+        audit_arguments=audit_arguments,
+        max_body_bytes=max_body_bytes,
+        public_metrics=public_metrics,
+    ).settings(home=home, host=host, stdio=stdio)
 
     def on_ready(where: str) -> None:
-        if transport is not TransportChoice.STDIO:
+        if not stdio:
             err_console.print(f"mcp-fleet router listening on {where}", markup=False)
+
+    def fleet_status(router: Router) -> dict[str, object]:
+        from mcp_fleet.reconcile.statusfile import read_status, status_path
+
+        snapshot = None
+        if files is not None:
+            try:
+                snapshot = read_status(status_path(files.state_dir))
+            except (OSError, ValueError):
+                snapshot = None
+        return router_status(router, snapshot.to_json() if snapshot is not None else None)
 
     async def main() -> None:
         if adhoc:
@@ -171,11 +342,12 @@ def router_command(
                     )
                 await fleet.publish()
                 router = Router(
-                    fleet.table, prefix=prefix.value, tools=tools or (), page_size=page_size
-                )
+                    fleet.table, prefix=prefix.value, tools=tools or (), page_size=page_size,
+                    on_event=backend_metrics,
+                )  # fmt: skip
                 await serve(
-                    router, transport=transport.value, host=host, port=port,
-                    allowed_origins=allow_origin, on_ready=on_ready,
+                    router, transport=transport.value, host=host, port=port, gateway=settings,
+                    status_provider=lambda: fleet_status(router), on_ready=on_ready,
                 )  # fmt: skip
             return
         assert files is not None
@@ -184,10 +356,13 @@ def router_command(
         table = EndpointTable()
         follower = asyncio.create_task(follow_docker_fleet(files, table))
         try:
-            router = Router(table, prefix=prefix.value, tools=tools or (), page_size=page_size)
+            router = Router(
+                table, prefix=prefix.value, tools=tools or (), page_size=page_size,
+                on_event=backend_metrics,
+            )  # fmt: skip
             await serve(
-                router, transport=transport.value, host=host, port=port,
-                allowed_origins=allow_origin, on_ready=on_ready,
+                router, transport=transport.value, host=host, port=port, gateway=settings,
+                status_provider=lambda: fleet_status(router), on_ready=on_ready,
             )  # fmt: skip
         finally:
             follower.cancel()

@@ -11,6 +11,14 @@ connected clients (``notifications/tools/list_changed``) without a restart.
 Lists asked for before the controller's first pass has finished wait for it
 (up to the router's settle time), so a client that lists tools right after
 ``initialize`` sees the fleet, not an empty gateway.
+
+Over HTTP the team gateway fronts the router (see ``router_cmds``): tokens
+or OIDC, rebinding checks, the status page at ``/`` showing the
+controller's view of every server, ``/metrics`` with the controller's
+passes and server states, ``/healthz`` and ``/readyz``. The gateway's
+settings are checked and the port bound before the controller starts, so a
+bad tokens file, an unsafe address or a port in use stop ``up`` before any
+server is started.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -37,18 +47,28 @@ from mcp_fleet.cli.common import (
 )
 from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt
 from mcp_fleet.cli.router_cmds import (
+    AllowedHostOpt,
+    AllowUnauthenticatedOpt,
+    AuditArgumentsOpt,
+    AuditLogOpt,
+    GatewayOptions,
     HostOpt,
+    MaxBodyOpt,
     OriginOpt,
     PageSizeOpt,
     PortOpt,
     PrefixChoice,
     PrefixOpt,
+    PublicMetricsOpt,
     ToolPatternsOpt,
     TransportChoice,
     TransportOpt,
 )
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable
 from mcp_fleet.model import RuntimeKind
+
+if TYPE_CHECKING:
+    from mcp_fleet.reconcile.snapshot import StatusSnapshot
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +83,13 @@ def up_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
+    allow_unauthenticated: AllowUnauthenticatedOpt = False,
+    allowed_host: AllowedHostOpt = None,
     allow_origin: OriginOpt = None,
+    audit_log: AuditLogOpt = None,
+    audit_arguments: AuditArgumentsOpt = False,
+    max_body_bytes: MaxBodyOpt = 32 * 1024 * 1024,
+    public_metrics: PublicMetricsOpt = False,
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
     registry: RegistryOpt = None,
@@ -73,6 +99,7 @@ def up_command(
 ) -> None:
     """Run the fleet and serve it to MCP clients: controller and router in one process."""
     from mcp_fleet.reconcile.loop import Controller
+    from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router, RouterEvent
     from mcp_fleet.router.serve import run, serve
     from mcp_fleet.runtimes.select import build_runtimes
@@ -80,6 +107,16 @@ def up_command(
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():
         files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
+    settings = GatewayOptions(
+        allow_unauthenticated=allow_unauthenticated,
+        allowed_hosts=tuple(allowed_host or ()),
+        allowed_origins=tuple(allow_origin or ()),
+        audit_log=audit_log,
+        audit_arguments=audit_arguments,
+        max_body_bytes=max_body_bytes,
+        public_metrics=public_metrics,
+    ).settings(home=files.home, host=host, stdio=stdio)
+    with exit_on_error():
         kind = RuntimeKind(runtime.value)
         runtimes = build_runtimes(
             kind, fleet=conventions.fleet_name(files.home), state_dir=files.state_dir
@@ -97,9 +134,36 @@ def up_command(
         say("  other clients: mcp-fleet client config claude-desktop|codex|cursor --transport http")
         say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
 
+    class MeteredController(Controller):
+        """The controller, reporting its passes and its servers' states to the metrics."""
+
+        known: set[str] = set()
+
+        async def reconcile_once(self) -> StatusSnapshot:
+            from mcp_fleet.gateway import metrics
+
+            started = time.perf_counter()
+            try:
+                snapshot = await super().reconcile_once()
+            except Exception:
+                metrics.reconcile_error("pass")
+                raise
+            metrics.reconcile_pass(seconds=time.perf_counter() - started)
+            if snapshot.file_errors:
+                metrics.reconcile_error("files")
+            for _ in snapshot.runtime_errors:
+                metrics.reconcile_error("runtime")
+            names = {s.name for s in snapshot.servers}
+            for server in snapshot.servers:
+                metrics.backend_state(server.name, server.state.value)
+            for gone in self.known - names:
+                metrics.backend_removed(gone)
+            self.known = names
+            return snapshot
+
     async def main() -> None:
         table = _AnnouncingTable()
-        controller = Controller(files, runtimes, table, preferred_runtime=kind)
+        controller = MeteredController(files, runtimes, table, preferred_runtime=kind)
 
         def on_event(event: RouterEvent, server: str, detail: str) -> None:
             if event == "attached":
@@ -114,7 +178,12 @@ def up_command(
             table, prefix=prefix.value, tools=tools or (), page_size=page_size,
             on_event=on_event, published=table.published, settle_timeout=30.0,
         )  # fmt: skip
-        ctl_task = asyncio.create_task(controller.run(), name="controller")
+        tasks: list[asyncio.Task[None]] = []
+
+        def start_fleet() -> None:
+            """The endpoint is listening: now start the servers."""
+            tasks.append(asyncio.create_task(controller.run(), name="controller"))
+
         main_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if main_task is not None:
@@ -123,15 +192,18 @@ def up_command(
                     loop.add_signal_handler(sig, main_task.cancel)
         try:
             await serve(
-                router, transport=transport.value, host=host, port=port,
-                allowed_origins=allow_origin, on_ready=None if stdio else on_ready,
+                router, transport=transport.value, host=host, port=port, gateway=settings,
+                status_provider=lambda: router_status(router, controller.status().to_json()),
+                on_listening=start_fleet, on_ready=None if stdio else on_ready,
             )  # fmt: skip
         finally:
-            ctl_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await ctl_task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await controller.aclose()
-            say("fleet stopped")
+            if tasks:
+                say("fleet stopped")
 
     try:
         with exit_on_error():

@@ -219,13 +219,27 @@ class _Resolver:
             )
             return out
         missing: list[str] = []
+        unusable: list[str] = []
         for ref in entry.secrets:
             value = self.secrets.values.get(ref.name)
             if value is None or value == "":
                 if ref.required:
                     missing.append(ref.name)
                 continue
+            if "\x00" in value:
+                # No environment variable can carry a NUL (execve and Docker refuse it, and
+                # Docker's refusal quotes the variable back, value included).
+                unusable.append(ref.name)
+                continue
             out[ref.env] = value
+        if unusable:
+            problems.append(
+                self.problem(
+                    reg,
+                    f"secret {', '.join(unusable)} in {self.secrets.path} holds a NUL byte,"
+                    " which no environment variable can carry (value not shown)",
+                )
+            )
         if missing:
             plural = "s" if len(missing) > 1 else ""
             verb = "are" if len(missing) > 1 else "is"

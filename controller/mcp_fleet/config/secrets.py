@@ -159,18 +159,7 @@ def load_secrets(path: Path) -> SecretsFile:
         raise FleetConfigError(
             Diagnostic(message="not valid UTF-8 text", file=path, line=line)
         ) from None
-    _refuse_nul(text, path)
     return SecretsFile(path=path, exists=True, values=parse_secrets(text, path), mode=mode)
-
-
-def _refuse_nul(text: str, path: Path) -> None:
-    """A NUL byte cannot travel in an environment variable (execve, Docker both refuse it,
-    and Docker's refusal quotes the variable, value included): refuse the file instead."""
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise FleetConfigError(
-            Diagnostic(message="not a text file (NUL byte; line not shown)", file=path, line=line)
-        )
 
 
 # --- editing ----------------------------------------------------------------
@@ -220,7 +209,6 @@ def _read_lines(path: Path) -> list[str]:
         return []
     except UnicodeDecodeError:
         raise FleetConfigError(Diagnostic(message="not valid UTF-8 text", file=path)) from None
-    _refuse_nul(text, path)
     parse_secrets(text, path)  # refuse to edit a file we cannot read back
     return split_lines(text)
 

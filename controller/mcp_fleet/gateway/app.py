@@ -66,8 +66,9 @@ GATEWAY_PATHS = PAGE_PATHS | {"/metrics"}
 class GatewaySettings:
     """Everything the gateway is configured with (CLI flags map one to one)."""
 
-    #: Fleet directory: ``tokens.yaml`` and ``oidc.yaml`` are read from here.
-    home: Path
+    #: Fleet directory: ``tokens.yaml`` and ``oidc.yaml`` are read from here (None: no
+    #: fleet directory, so no tokens file and no OIDC unless given explicitly).
+    home: Path | None
     #: The address the server listens on (decides whether auth is mandatory).
     host: str = conventions.DEFAULT_HTTP_HOST
     tokens_file: Path | None = None
@@ -88,12 +89,16 @@ class GatewaySettings:
     refresh_seconds: float = 5.0
     cookie_max_age_seconds: int = 12 * 3600
 
-    def tokens_path(self) -> Path:
-        return self.tokens_file or tokens_path(self.home)
+    def tokens_path(self) -> Path | None:
+        if self.tokens_file is not None:
+            return self.tokens_file
+        return tokens_path(self.home) if self.home is not None else None
 
     def oidc_path(self) -> Path | None:
         if self.oidc_file is not None:
             return self.oidc_file
+        if self.home is None:
+            return None
         default = self.home / conventions.OIDC_FILE
         return default if default.exists() else None
 
@@ -110,7 +115,8 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or default_metrics()
-        tokens = TokenVerifier(settings.tokens_path())
+        path = settings.tokens_path()
+        tokens = TokenVerifier(path) if path is not None else None
         oidc_path = settings.oidc_path()
         oidc = OidcValidator(load_oidc_config(oidc_path)) if oidc_path is not None else None
         self.auth = Authenticator(
@@ -220,4 +226,5 @@ def auth_configured(settings: GatewaySettings) -> bool:
     """Whether a token exists or OIDC is configured (for a CLI's early bind check)."""
     if settings.oidc_path() is not None:
         return True
-    return TokenVerifier(settings.tokens_path()).configured
+    path = settings.tokens_path()
+    return path is not None and TokenVerifier(path).configured

@@ -89,7 +89,7 @@ class CallTicket:
         seconds = g.metrics.call_finished(
             self.server, self.tool or "", outcome=outcome, started=self.started
         )
-        if g.audit is not None:
+        if g.audit is not None and g.audit.enabled:
             g.audit.record(
                 identity=self.identity.label,
                 session=self.session,

@@ -146,11 +146,13 @@ class Identity:
     name: str
     kind: IdentityKind
     allow: AllowList
+    #: ``token:alice``, ``oidc:alice@example.com`` or ``anonymous`` (audit, errors, session
+    #: ownership); computed once, as it is read several times per call.
+    label: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def label(self) -> str:
-        """``token:alice``, ``oidc:alice@example.com`` or ``anonymous`` (audit, errors)."""
-        return "anonymous" if self.kind == "anonymous" else f"{self.kind}:{self.name}"
+    def __post_init__(self) -> None:
+        label = "anonymous" if self.kind == "anonymous" else f"{self.kind}:{self.name}"
+        object.__setattr__(self, "label", label)
 
     def allows(self, server: str, tool: str | None = None) -> bool:
         return self.allow.allows(server, tool)

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mcp_fleet.gateway.identity import LIMITED
 
@@ -122,6 +122,10 @@ class Permit:
             limiter._release(self.identity, self.server)
 
 
+#: The permit of every call while no limit is set (releasing it does nothing).
+_UNLIMITED: Final = Permit(None, "", "")
+
+
 def _burst(rate: float, burst: int | None) -> int:
     return burst if burst is not None else max(1, math.ceil(rate))
 
@@ -143,7 +147,7 @@ class Limiter:
     def acquire(self, identity: str, server: str) -> Permit:
         """A permit for one call of ``identity`` to ``server``; raises ``LimitExceededError``."""
         if not self._active:
-            return Permit(None, identity, server)
+            return _UNLIMITED
         s = self.settings
         if s.identity_concurrency is not None:
             running = self.identity_inflight.get(identity, 0)

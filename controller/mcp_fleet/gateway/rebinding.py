@@ -11,9 +11,14 @@ http://evil.example``, which is how such requests are told apart:
   itself (an IP literal cannot be rebound), or one of ``allowed_hosts`` (``name``
   for any port, ``name:port`` for one; ``*`` turns the check off, for a
   gateway behind a proxy that checks Host itself).
+  A server bound to every address (``0.0.0.0``, ``::``) is reached by
+  whatever address the machine has, so any IP literal passes there too.
 - ``Origin``, when present, must be one of ``allowed_origins`` (exact,
-  e.g. ``https://console.example.com``; ``*`` allows all) or a page of an
-  allowed host (our own status page). ``Origin: null`` is refused.
+  e.g. ``https://console.example.com``; ``*`` allows all), a page of an
+  allowed host (our own status page), or a loopback page on any port (a
+  local tool such as an MCP inspector; a rebinding page always carries its
+  own domain, never a loopback name, which is why the official MCP SDK
+  allows these too). ``Origin: null`` is refused.
 
 Requests without these headers (curl, MCP clients) pass: rebinding needs a
 browser, and browsers always send ``Host`` and, on cross-origin or
@@ -22,11 +27,14 @@ non-GET requests, ``Origin``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
+WILDCARD_ADDRESSES: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
+_MAX_REMEMBERED: Final = 1024
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
@@ -53,6 +61,14 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host.lower()
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class HostPolicy:
     """Decides whether a request's ``Host`` and ``Origin`` are ours."""
 
@@ -75,6 +91,9 @@ class HostPolicy:
         origins = [o.strip().lower().rstrip("/") for o in allowed_origins if o.strip()]
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
+        self._seen: dict[
+            tuple[str | None, str | None, tuple[str, int] | None, str], tuple[str, str] | None
+        ] = {}
 
     def host_allowed(
         self, host: str, port: int | None, server: tuple[str, int] | None, scheme: str
@@ -86,7 +105,12 @@ class HostPolicy:
             port = _DEFAULT_PORTS.get(scheme, 80)
         if server is not None and port != server[1]:
             return False
-        return host in LOOPBACK_NAMES or (server is not None and host == _bracket(str(server[0])))
+        if host in LOOPBACK_NAMES:
+            return True
+        if server is None:
+            return False
+        bound = _bracket(str(server[0]))
+        return host == bound or (bound in WILDCARD_ADDRESSES and _is_ip_literal(host))
 
     def check(
         self,
@@ -96,9 +120,27 @@ class HostPolicy:
         server: tuple[str, int] | None,
         scheme: str = "http",
     ) -> tuple[str, str] | None:
-        """None when the request may go on, else ``(field, reason)`` for a 403."""
+        """None when the request may go on, else ``(field, reason)`` for a 403.
+
+        Runs on every request, with the same few headers over and over: answers are
+        remembered (a bounded table, emptied when full).
+        """
         if not self.enabled:
             return None
+        key = (host, origin, server, scheme)
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        verdict = self._check(host, origin, server=server, scheme=scheme)
+        if len(self._seen) >= _MAX_REMEMBERED:
+            self._seen.clear()
+        self._seen[key] = verdict
+        return verdict
+
+    def _check(
+        self, host: str | None, origin: str | None, *, server: tuple[str, int] | None, scheme: str
+    ) -> tuple[str, str] | None:
         if host is not None:
             name, port = split_host(host)
             if not self.host_allowed(name, port, server, scheme):
@@ -113,7 +155,9 @@ class HostPolicy:
                 return None
             url = urlsplit(normalized)
             ok = False
-            if url.scheme in _DEFAULT_PORTS and url.hostname:
+            if url.scheme in _DEFAULT_PORTS and _bracket(url.hostname or "") in LOOPBACK_NAMES:
+                ok = True
+            elif url.scheme in _DEFAULT_PORTS and url.hostname:
                 try:
                     port = url.port or _DEFAULT_PORTS[url.scheme]
                 except ValueError:

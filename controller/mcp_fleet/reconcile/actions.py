@@ -44,6 +44,29 @@ class Remove:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleDown:
+    """Stop the idle instance of an on-demand server (scale to zero).
+
+    Unlike ``Remove`` it is conditional: the executor first asks the router
+    (``Demand.retire``) and leaves the instance running when a call arrived
+    since the plan was made.
+    """
+
+    instance: Instance
+    cause: str
+
+    @property
+    def server(self) -> str:
+        return self.instance.server
+
+    @property
+    def resource(self) -> str:
+        return f"server:{self.instance.server}/{self.instance.instance_id}"
+
+    verb = "scale-down"
+
+
+@dataclass(frozen=True, slots=True)
 class Create:
     """Start a first instance of a server and probe it (absent, or restarting after an exit)."""
 
@@ -146,13 +169,14 @@ class MarkFailed:
     verb = "mark-failed"
 
 
-Action = Remove | Create | Replace | Adopt | Probe | MarkFailed
+Action = Remove | ScaleDown | Create | Replace | Adopt | Probe | MarkFailed
 
 #: The order actions print and run in: removals first (so a leftover is gone
 #: before its successor starts: never two copies), then bookkeeping, then
 #: starts and probes.
 PHASES: dict[str, int] = {
     "remove": 0,
+    "scale-down": 0,
     "mark-failed": 1,
     "adopt": 2,
     "probe": 3,

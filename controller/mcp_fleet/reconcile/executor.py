@@ -10,6 +10,11 @@ Actions of one server run in plan order (a leftover is removed before its
 successor starts: never two copies); different servers run in parallel,
 at most ``concurrency`` at a time, so one slow server does not hold up the
 others. A failure of one action never stops the others.
+
+A ``ScaleDown`` is the one conditional action: the plan was made from a
+snapshot of the router's activity, and a call may have arrived since, so
+the executor asks ``retire`` (the router, through ``Demand``) just before
+stopping; a "no" leaves the instance running and the next plan sees why.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from mcp_fleet.reconcile.actions import (
     Probe,
     Remove,
     Replace,
+    ScaleDown,
 )
 from mcp_fleet.reconcile.memory import Tracker
 from mcp_fleet.runtimes.base import Instance, Runtime
@@ -67,8 +73,10 @@ class Executor:
         concurrency: int = conventions.DEFAULT_START_CONCURRENCY,
         probe_timeout: float = conventions.DEFAULT_PROBE_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
+        retire: Callable[[str], bool] | None = None,
     ) -> None:
         self.runtimes = runtimes
+        self.retire = retire
         self.tracker = tracker
         self.probe_timeout = probe_timeout
         self.clock = clock
@@ -115,6 +123,14 @@ class Executor:
         if isinstance(action, Remove):
             await self._runtime(action.instance.runtime).stop(action.instance)
             self.tracker.stopped(action.instance)
+            return None
+        if isinstance(action, ScaleDown):
+            if self.retire is not None and not self.retire(action.server):
+                self.tracker.in_use(action.server, at=self.clock())
+                log_event(log, logging.INFO, "scale-down skipped: in use", server=action.server)
+                return None
+            await self._runtime(action.instance.runtime).stop(action.instance)
+            self.tracker.scaled_to_zero(action.instance, at=self.clock())
             return None
         if isinstance(action, MarkFailed):
             self.tracker.mark(action.server, action.cause)

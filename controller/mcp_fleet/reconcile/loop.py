@@ -14,7 +14,9 @@ API (what ``mcp-fleet controller``, ``mcp-fleet up`` and the router use)::
 
 After every pass the controller publishes, into the ``EndpointTable``, one
 ``EndpointEntry(spec, endpoint)`` per Ready server (remote servers too, as
-``HttpEndpoint``), and writes the status file (``statusfile``); the file is
+``HttpEndpoint``) and the set of on-demand servers (``publish_on_demand``:
+the router lists them while they are cold, and ``table.demand`` wakes this
+loop when a call wants one), then writes the status file (``statusfile``); the file is
 also written before each plan is applied, with the plan as ``pending``, so a
 long pass (an image pull, a slow first initialize) shows what it is doing.
 
@@ -71,6 +73,8 @@ Loader = Callable[[FleetFiles], DesiredState]
 LOCK_FILE = "controller.lock"
 #: Reason shown for process servers once their controller has stopped.
 REASON_CONTROLLER_EXITED = "ControllerExited"
+#: Under the state directory: the router's cached lists of on-demand servers.
+ON_DEMAND_CACHE_DIR = "cache"
 
 
 def default_loader(files: FleetFiles) -> DesiredState:
@@ -120,8 +124,9 @@ class Controller:
         self.tracker = Tracker(backoff)
         self.executor = Executor(
             self.runtimes, self.tracker, concurrency=start_concurrency,
-            probe_timeout=probe_timeout, clock=clock,
+            probe_timeout=probe_timeout, clock=clock, retire=endpoints.demand.retire,
         )  # fmt: skip
+        endpoints.demand.subscribe(self.wake)
         self._desired: DesiredState | None = None
         self._unsupported: Mapping[str, str] = frozen_map()
         self._file_errors: tuple[Diagnostic, ...] = ()
@@ -173,7 +178,7 @@ class Controller:
             observed = await self._observe()
             memory = self._memory()
             current = Plan()
-            for _ in range(self.max_rounds):
+            for round_ in range(self.max_rounds):
                 await self._note_exits(observed)
                 memory = self._memory()
                 if desired is not None:
@@ -181,15 +186,30 @@ class Controller:
                 current = plan(desired, observed, memory)
                 if not current:
                     break
-                await self._show_progress(desired, observed, memory, current)
-                await self.executor.apply(current)
+                if round_ and self._wake.is_set():
+                    # Woken during the last round (a file edit, an exit): end the pass
+                    # so the next one re-reads the files first. A round lasts as long
+                    # as its slowest probe; more rounds on stale files would hold an
+                    # edit (a disable, a fix) back by up to max_rounds probe timeouts.
+                    break
+                # The progress write runs beside the apply, not before it: a call
+                # waiting for an on-demand server does not wait for a file write.
+                progress = asyncio.create_task(
+                    self._show_progress(desired, observed, memory, current)
+                )
+                try:
+                    await self.executor.apply(current)
+                finally:
+                    await progress
                 observed = await self._observe()
             self._wake_at = current.wake_at
             snapshot = self._build_snapshot(desired, observed, memory, current)
             self._log_changes(self._logged, snapshot)
             self._logged = snapshot
-            await self._set_status(snapshot)
+            # Endpoints first: a call waiting for an on-demand server goes on at once,
+            # and status() still never says Ready before the endpoint is out.
             await self._publish(desired, observed, snapshot)
+            await self._set_status(snapshot)
             return snapshot
 
     async def run(self) -> None:
@@ -228,6 +248,7 @@ class Controller:
         if stop_all is not None and stopped:
             await stop_all()
         await self.endpoints.publish({})
+        await self.endpoints.publish_on_demand({})
         for runtime in self.runtimes.values():
             with contextlib.suppress(Exception):
                 await runtime.aclose()
@@ -252,9 +273,18 @@ class Controller:
     # One pass, step by step.
 
     def _memory(self) -> Memory:
+        now = self.clock()
+        try:
+            activity = self.endpoints.demand.activity()
+        except Exception:  # a router bug must not stop the controller
+            log.exception("reading the router's activity failed")
+            activity = {}
         return self.tracker.memory(
-            self.clock(), preferred=self.preferred_runtime, available=frozenset(self.runtimes),
+            now, preferred=self.preferred_runtime, available=frozenset(self.runtimes),
             unsupported=self._unsupported,
+            demanded=frozenset(s for s, a in activity.items() if a.waiting),
+            busy=frozenset(s for s, a in activity.items() if a.waiting or a.inflight),
+            last_active={s: now - a.idle_seconds for s, a in activity.items()},
         )  # fmt: skip
 
     async def _load(self) -> DesiredState | None:
@@ -422,6 +452,15 @@ class Controller:
     ) -> None:
         if desired is None:
             return
+        prepared = prepare(desired, self._memory())
+        await self.endpoints.publish_on_demand(
+            {
+                name: spec
+                for name, spec in desired.servers.items()
+                if spec.enabled and prepared[name].on_demand and prepared[name].problem is None
+            },
+            cache_dir=self.files.state_dir / ON_DEMAND_CACHE_DIR,
+        )
         by_id = {i.instance_id: i for i in observed.instances}
         entries: dict[str, EndpointEntry] = {}
         for st in snapshot.servers:

@@ -7,7 +7,8 @@ failures were already counted, or when a backed-off restart is due. The
 ``Tracker`` keeps those facts; the executor and the loop report outcomes to
 it. Before each plan the loop takes a ``Memory``: an immutable snapshot with
 ``now`` in it, so ``plan(desired, observed, memory)`` stays a pure,
-deterministic function.
+deterministic function. What the router reports about on-demand servers
+(wanted, busy, last used) enters the same way, as facts of the snapshot.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class Memory:
     #: (``Runtime.unsupported_reason``: a volume Docker refuses...). Retrying
     #: cannot fix these, so the planner marks the server failed instead.
     unsupported: Mapping[str, str] = field(default_factory=frozen_map)
+    #: On-demand servers a call (or a first listing) is waiting for: start them.
+    demanded: frozenset[str] = frozenset()
+    #: On-demand servers with calls in flight or waiting: never scaled down.
+    busy: frozenset[str] = frozenset()
+    #: Per on-demand server: when a call last used it (same clock as ``now``).
+    last_active: Mapping[str, float] = field(default_factory=frozen_map)
+    #: Per server: when its last instance was scaled to zero (for status).
+    scaled_down: Mapping[str, float] = field(default_factory=frozen_map)
 
 
 class Tracker:
@@ -62,6 +71,10 @@ class Tracker:
         self._exit_noted: set[str] = set()
         #: When each instance answered its probe.
         self.ready_since: dict[str, float] = {}
+        #: Per server: when its last instance was scaled to zero.
+        self.scaled_down: dict[str, float] = {}
+        #: Per server: when the router last refused a scale-down (it was in use then).
+        self.used_at: dict[str, float] = {}
 
     def health_of(self, server: str) -> Health:
         return self.health.setdefault(server, Health())
@@ -73,6 +86,9 @@ class Tracker:
         preferred: RuntimeKind = RuntimeKind.PROCESS,
         available: frozenset[RuntimeKind] = frozenset({RuntimeKind.PROCESS}),
         unsupported: Mapping[str, str] | None = None,
+        demanded: frozenset[str] = frozenset(),
+        busy: frozenset[str] = frozenset(),
+        last_active: Mapping[str, float] | None = None,
     ) -> Memory:
         next_start: dict[str, float] = {}
         causes: dict[str, str] = {}
@@ -93,6 +109,10 @@ class Tracker:
             preferred_runtime=preferred,
             available_runtimes=available,
             unsupported=frozen_map() if unsupported is None else unsupported,
+            demanded=demanded,
+            busy=busy,
+            last_active=frozen_map(_latest(last_active or {}, self.used_at)),
+            scaled_down=frozen_map(self.scaled_down),
         )
 
     # Outcomes reported by the executor.
@@ -158,6 +178,15 @@ class Tracker:
         self._exit_noted.discard(iid)
         self.ready_since.pop(iid, None)
 
+    def scaled_to_zero(self, instance: Instance, *, at: float) -> None:
+        """An idle on-demand instance was stopped on purpose: not a failure."""
+        self.stopped(instance)
+        self.scaled_down[instance.server] = at
+
+    def in_use(self, server: str, *, at: float) -> None:
+        """The router refused a scale-down: the server was used at ``at``."""
+        self.used_at[server] = at
+
     def mark(self, server: str, key: str) -> None:
         self.marked[server] = key
 
@@ -204,6 +233,13 @@ class Tracker:
         """Forget mark-failed records of servers that are no longer failing."""
         for server in [s for s in self.marked if s not in keep]:
             del self.marked[server]
+
+
+def _latest(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = max(value, out.get(key, value))
+    return out
 
 
 def _restart_cause(h: Health) -> str:

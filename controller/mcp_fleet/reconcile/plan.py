@@ -16,6 +16,10 @@ The rules, per server:
   running from the last good configuration is left running and routed
   (last good state, per server); it is not restarted if it exits.
 - Remote: nothing runs; the loop publishes its URL.
+- On demand (``lifecycle: on-demand``, rules in ``demand``): an absent
+  instance is created only while a call wants it; a ready one that nobody
+  used for its idle timeout is scaled down (``ScaleDown``), and the plan
+  names when it wants to look again (``wake_at``) while it is warm.
 - Otherwise converge to exactly one running instance with the spec's
   config hash on the chosen runtime:
   leftovers of a previous controller that cannot be taken over (process
@@ -50,6 +54,7 @@ from mcp_fleet.reconcile.actions import (
     phase_of,
     short_hash,
 )
+from mcp_fleet.reconcile.demand import idle_check, is_on_demand, should_run
 from mcp_fleet.reconcile.memory import Memory
 from mcp_fleet.runtimes.base import Instance, ObservedState
 from mcp_fleet.runtimes.select import Placement, place
@@ -71,6 +76,8 @@ class Prepared:
     config_hash: str
     placement: Placement
     problem: tuple[str, str] | None
+    #: ``lifecycle: on-demand`` (and not remote): started by demand, scaled to zero.
+    on_demand: bool = False
 
 
 def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) -> Plan:
@@ -105,6 +112,8 @@ def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) 
                 and inst.instance_id in owned
                 and inst.instance_id not in probe_failed
             ):
+                if prep.on_demand:
+                    _idle(spec, inst, memory, actions, wake)
                 continue
         if len(insts) > 1:
             insts = sorted(insts, key=lambda i: (i.started_at, i.instance_id))
@@ -139,7 +148,7 @@ def prepare(desired: DesiredState, memory: Memory) -> dict[str, Prepared]:
     for name, spec in desired.servers.items():
         placement = placement_of(spec, memory)
         problem = problem_of(spec, placement, unsupported=unsupported.get(name))
-        result[name] = Prepared(spec.config_hash(), placement, problem)
+        result[name] = Prepared(spec.config_hash(), placement, problem, is_on_demand(spec))
     _cache.insert(0, ((desired, preferred, available, unsupported), result))
     del _cache[4:]
     return result
@@ -194,11 +203,13 @@ def _plan_enabled(
     if kind in blind:
         return  # its runtime could not be observed this pass: change nothing
     if not insts:
+        if not should_run(spec, memory):
+            return  # on demand and not wanted: stays cold
         due = memory.next_start.get(spec.name)
         if due is not None and due > memory.now:
             wake.append(due)
         else:
-            actions.append(Create(spec, kind, memory.restart_cause.get(spec.name, "absent")))
+            actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
         return
 
     live: list[Instance] = []
@@ -226,6 +237,8 @@ def _plan_enabled(
             actions.append(Probe(keep, "not ready yet", retire))
         else:
             actions += [Remove(i, f"replaced by {keep.instance_id}") for i in stale]
+            if prep.on_demand and not stale:
+                _idle(spec, keep, memory, actions, wake)
         return
 
     due = memory.next_start.get(spec.name)
@@ -241,7 +254,25 @@ def _plan_enabled(
             cause = f"config changed: {short_hash(old.config_hash)} -> {short_hash(config_hash)}"
         actions.append(Replace(spec, kind, old, cause))
         return
-    actions.append(Create(spec, kind, memory.restart_cause.get(spec.name, "absent")))
+    if not should_run(spec, memory):
+        return  # what ran of it is gone; on demand and not wanted: stays cold
+    actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
+
+
+def _start_cause(name: str, prep: Prepared, memory: Memory) -> str:
+    default = "demanded: a call is waiting" if prep.on_demand else "absent"
+    return memory.restart_cause.get(name, default)
+
+
+def _idle(
+    spec: ServerSpec, inst: Instance, memory: Memory, actions: list[Action], wake: list[float]
+) -> None:
+    """The idle rule for a ready instance of an on-demand server (see ``demand``)."""
+    scale_down, due = idle_check(spec, inst, memory)
+    if scale_down is not None:
+        actions.append(scale_down)
+    if due is not None:
+        wake.append(due)
 
 
 def _best(candidates: Sequence[Instance], memory: Memory) -> Instance:

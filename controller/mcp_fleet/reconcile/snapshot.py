@@ -16,7 +16,10 @@ cannot be started at all), else Pending (first start, or waiting out a
 backoff). A server whose last start did not even happen (the runtime
 refused it: image unavailable, daemon down...) is Failed with the runtime's
 reason, not CrashLoop: nothing crashed. Disabled servers are Stopped once
-nothing of them runs, Stopping until then (orphans too, while removed).
+nothing of them runs, Stopping until then (orphans too, while removed). An
+on-demand server with nothing running and no call waiting for it is
+Stopped with reason ScaledToZero (unless it is failing or crash-looping):
+cold is its normal state, and ``all_ready`` counts it as fine.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from mcp_fleet.status import (
     REASON_CONFIG_CHANGED,
     REASON_CRASHLOOP,
     REASON_DISABLED,
+    REASON_IDLE,
     REASON_INITIALIZED,
     REASON_RUNTIME_ERROR,
     REASON_STARTING,
@@ -119,8 +123,14 @@ class StatusSnapshot:
 
     @property
     def all_ready(self) -> bool:
-        """True when every enabled server is Ready (the ``--once`` success rule)."""
-        return all(s.state is ServerState.READY for s in self.servers if s.desired == "enabled")
+        """True when every enabled server is Ready, or on demand and cold (the ``--once``
+        success rule)."""
+        return all(
+            s.state is ServerState.READY
+            or (s.state is ServerState.STOPPED and s.reason == REASON_IDLE)
+            for s in self.servers
+            if s.desired == "enabled"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -275,8 +285,27 @@ def server_statuses(
             )
             out.append(_with_instance(st, running[0], health))
             continue
-        out.append(_down(name, health, tracker, memory, placement.kind, config_hash))
+        down = _down(name, health, tracker, memory, placement.kind, config_hash)
+        if prep.on_demand and name not in memory.demanded and down.state is ServerState.PENDING:
+            down = _cold(down, memory)
+        out.append(down)
     return tuple(out)
+
+
+def _cold(down: ServerStatus, memory: Memory) -> ServerStatus:
+    """An on-demand server that nothing needs right now: Stopped, ScaledToZero."""
+    message = "on demand: starts on the next call"
+    at = memory.scaled_down.get(down.name)
+    if at is not None:
+        ago = max(0.0, memory.now - at)
+        message = f"idle: scaled to zero {ago:.0f} s ago; starts on the next call"
+    if down.message:
+        message += f" (last failure: {down.message})"
+    return ServerStatus(
+        down.name, down.desired, ServerState.STOPPED, REASON_IDLE, message,
+        runtime=down.runtime, restarts=down.restarts, exit_code=down.exit_code,
+        stderr_tail=down.stderr_tail, config_hash=down.config_hash,
+    )  # fmt: skip
 
 
 def _down(

@@ -13,7 +13,10 @@ The hot path is callback-driven: ``forward`` writes without awaiting and the
 reply is handed to the caller's ``CallSink`` from the reader loop, so a call
 costs no task and no future. Internal calls (listing, subscribing) use
 ``call``, which awaits a future. Deadlines are checked by one sweeper per
-backend instead of a timer per call.
+backend instead of a timer per call. The same sweeper keeps
+``last_activity`` current while calls are in flight, so the idle clock of an
+on-demand server costs the hot path nothing beyond the time stamp ``forward``
+takes for the deadline anyway.
 """
 
 from __future__ import annotations
@@ -109,6 +112,9 @@ class BackendSession:
         self.name = name
         self.instance_id = instance_id
         self.call_timeout = call_timeout
+        #: ``time.monotonic()`` of the last forwarded call, or of the last sweep that
+        #: found calls in flight: what the idle rule of on-demand servers reads.
+        self.last_activity = time.monotonic()
         self._stream = stream
         self._listener = listener
         self._client_version = client_version
@@ -258,9 +264,10 @@ class BackendSession:
                 token = meta["progressToken"]
                 meta["progressToken"] = bid
         self._post(jsonrpc.dumps(msg))
+        now = self.last_activity = time.monotonic()
         self._pending[bid] = _Pending(
             msg["method"],
-            time.monotonic() + self.call_timeout,
+            now + self.call_timeout,
             sink=sink,
             client_id=client_id,
             progress_token=token,
@@ -424,7 +431,7 @@ class BackendSession:
             await asyncio.sleep(interval)
             if not self._pending:
                 continue
-            now = time.monotonic()
+            now = self.last_activity = time.monotonic()
             expired = [bid for bid, p in self._pending.items() if p.deadline <= now]
             for bid in expired:
                 p = self._pending.pop(bid, None)

@@ -23,29 +23,37 @@ or wait (bounded) for the next GET.
 Legacy SSE (2024-11-05): GET ``/sse`` opens a stream whose first event names
 the URL to POST messages to; every answer goes on that stream.
 
-Browsers are kept out as the spec asks: a request whose ``Origin`` is not
-one of ``allowed_origins`` (by default the loopback hosts) gets 403.
+Who may do what is the team gateway's business (``mcp_fleet.gateway``):
+``HttpService`` puts its request gate (Host and Origin checks against DNS
+rebinding, bearer tokens or OIDC) in front of ``HttpFrontend.handle``, which
+receives the caller's ``Identity`` with every request. A session belongs to
+the identity that initialized it: another identity presenting its id is
+refused. Each session's ``CallPolicy`` applies the identity's allow-list,
+the limits, the metrics and the audit log to its calls and lists. Started
+through ``HttpService``, the port is bound (and the gateway's settings
+checked) before anything else starts, so a port in use fails at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs
 
 from mcp_fleet import conventions
-from mcp_fleet.errors import RuntimeFailure
+from mcp_fleet.gateway.identity import ANONYMOUS, Identity
 from mcp_fleet.router import jsonrpc
-from mcp_fleet.router.http_server import Request, Responder, start_server
+from mcp_fleet.router.callpolicy import CallPolicy
+from mcp_fleet.router.http_server import Request, Responder
 from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
+
+if TYPE_CHECKING:
+    from mcp_fleet.gateway.guard import CallGuard
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +61,6 @@ SESSION_IDLE_SECONDS: Final = 3600.0
 SSE_KEEPALIVE_SECONDS: Final = 20.0
 #: Messages kept for a client whose streams are all closed, before dropping the oldest.
 MAX_PARKED: Final = 1000
-LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 _JSON: Final = [(b"content-type", b"application/json")]
 _TEXT: Final = [(b"content-type", b"text/plain; charset=utf-8")]
@@ -95,10 +102,21 @@ class _Exchange:
 class HttpSession:
     """One HTTP client: its router session and where its messages go (a ``ClientChannel``)."""
 
-    def __init__(self, router: Router, session_id: str, *, legacy: bool = False) -> None:
+    def __init__(
+        self,
+        router: Router,
+        session_id: str,
+        *,
+        legacy: bool = False,
+        owner: str = ANONYMOUS.label,
+        policy: CallPolicy | None = None,
+    ) -> None:
         self.id = session_id
         self.sid = session_id.encode()
         self.legacy = legacy
+        #: The identity (label) that initialized the session: the only one that may use it.
+        self.owner = owner
+        self.policy = policy
         self.exchanges: dict[RequestId, _Exchange] = {}
         #: The standalone SSE stream (GET), or the legacy connection's stream.
         self.stream: Responder | None = None
@@ -107,6 +125,8 @@ class HttpSession:
         self.session: RouterSession = router.open_session(self, session_id=session_id)
 
     def send(self, data: bytes, *, related: RequestId | None = None, final: bool = False) -> None:
+        if final and self.policy is not None and related is not None:
+            data = self.policy.reply(related, data)
         if related is not None and not self.legacy:
             exchange = self.exchanges.get(related)
             if exchange is not None:
@@ -126,6 +146,8 @@ class HttpSession:
 
     def close(self) -> None:
         self.session.close()
+        if self.policy is not None:
+            self.policy.close()
         err = b'{"code":-32600,"message":"session terminated"}'
         exchanges, self.exchanges = self.exchanges, {}
         for rid, exchange in exchanges.items():
@@ -137,10 +159,7 @@ class HttpSession:
             self.stream = None
 
 
-def _origin_allowed(origin: str, allowed: frozenset[str] | None) -> bool:
-    if allowed is not None:
-        return origin in allowed or "*" in allowed
-    return (urlsplit(origin).hostname or "") in LOOPBACK_HOSTS
+_NOT_YOURS: Final = "Forbidden: this session belongs to another identity"
 
 
 def _error(send_to: Responder, status: int, code: int, message: str) -> None:
@@ -148,7 +167,7 @@ def _error(send_to: Responder, status: int, code: int, message: str) -> None:
 
 
 class HttpFrontend:
-    """Serves a ``Router`` over HTTP (the request handler of ``http_server``)."""
+    """Serves a ``Router`` over HTTP: the inner handler of the gateway (``HttpService``)."""
 
     def __init__(
         self,
@@ -157,49 +176,57 @@ class HttpFrontend:
         path: str = conventions.DEFAULT_HTTP_PATH,
         sse_path: str = "/sse",
         messages_path: str = "/messages",
-        allowed_origins: Iterable[str] | None = None,
+        guard: CallGuard | None = None,
         idle_seconds: float = SESSION_IDLE_SECONDS,
     ) -> None:
         self.router = router
         self.path = path.rstrip("/") or "/"
         self.sse_path = sse_path
         self.messages_path = messages_path
-        self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
+        #: The gateway's per-call guard (None: calls go through unchecked and uncounted).
+        self.guard = guard
         self.idle_seconds = idle_seconds
         self.sessions: dict[str, HttpSession] = {}
 
-    def handle(self, request: Request, responder: Responder) -> None:
+    def handle(
+        self, request: Request, responder: Responder, identity: Identity = ANONYMOUS
+    ) -> None:
         path = request.path
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        origin = request.headers.get("origin")
-        if origin is not None and not _origin_allowed(origin, self.allowed_origins):
-            responder.respond(403, _TEXT, b"Forbidden: origin not allowed")
-            return
         method = request.method
         if path == self.path:
             if method == "POST":
-                self._post(request, responder)
+                self._post(request, responder, identity)
             elif method == "GET":
-                self._get(request, responder)
+                self._get(request, responder, identity)
             elif method == "DELETE":
-                self._delete(request, responder)
+                self._delete(request, responder, identity)
             else:
                 responder.respond(
                     405, [*_TEXT, (b"allow", b"GET, POST, DELETE")], b"Method Not Allowed"
                 )
         elif path == self.sse_path and method == "GET":
-            self._legacy_sse(responder)
+            self._legacy_sse(responder, identity)
         elif path == self.messages_path and method == "POST":
-            self._legacy_post(request, responder)
+            self._legacy_post(request, responder, identity)
         elif path == "/healthz" and method == "GET":
             responder.respond(200, _TEXT, b"ok")
         else:
             responder.respond(404, _TEXT, b"Not Found")
 
+    def _new_session(self, identity: Identity, *, legacy: bool = False) -> HttpSession:
+        sid = secrets.token_hex(16)
+        policy = None
+        if self.guard is not None:
+            policy = CallPolicy(self.guard, self.router, session_id=sid, identity=identity)
+        hs = HttpSession(self.router, sid, legacy=legacy, owner=identity.label, policy=policy)
+        self.sessions[sid] = hs
+        return hs
+
     # -- streamable HTTP -------------------------------------------------------------
 
-    def _post(self, request: Request, responder: Responder) -> None:
+    def _post(self, request: Request, responder: Responder, identity: Identity) -> None:
         try:
             msg = jsonrpc.parse(request.body)
         except jsonrpc.InvalidMessage as exc:
@@ -211,8 +238,7 @@ class HttpFrontend:
         headers = request.headers
         mid = msg.get("id")
         if mid is not None and msg.get("method") == "initialize":
-            hs = HttpSession(self.router, secrets.token_hex(16))
-            self.sessions[hs.id] = hs
+            hs = self._new_session(identity)
         else:
             sid = headers.get("mcp-session-id")
             if sid is None:
@@ -222,14 +248,21 @@ class HttpFrontend:
             if found is None:
                 _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
                 return
+            if found.owner != identity.label:
+                _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
+                return
             hs = found
             version = headers.get("mcp-protocol-version")
             if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
                 _error(responder, 400, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}")
                 return
         hs.last_seen = time.monotonic()
+        policy = hs.policy
+        if policy is not None:
+            policy.use(identity)
         if mid is None or "method" not in msg:
-            hs.session.handle_message(msg)
+            if policy is None or policy.admit(msg, len(request.body), hs):
+                hs.session.handle_message(msg)
             responder.respond(202)
             return
         if not jsonrpc.valid_id(mid) or mid in hs.exchanges:
@@ -246,16 +279,29 @@ class HttpFrontend:
                 del hs.exchanges[mid]
 
         responder.on_close.append(gone)
+        if policy is not None and not policy.admit(msg, len(request.body), hs):
+            return
         hs.session.handle_message(msg)
 
-    def _get(self, request: Request, responder: Responder) -> None:
-        if "text/event-stream" not in request.headers.get("accept", ""):
-            responder.respond(406, _TEXT, b"Not Acceptable: expects text/event-stream")
-            return
-        sid = request.headers.get("mcp-session-id")
+    def _owned(
+        self, sid: str | None, identity: Identity, responder: Responder
+    ) -> HttpSession | None:
+        """The session ``sid`` if ``identity`` owns it; else answers 400, 403 or 404."""
         hs = self.sessions.get(sid) if sid is not None else None
         if hs is None:
             responder.respond(400 if sid is None else 404, _TEXT, b"Session not found")
+            return None
+        if hs.owner != identity.label:
+            responder.respond(403, _TEXT, _NOT_YOURS.encode())
+            return None
+        return hs
+
+    def _get(self, request: Request, responder: Responder, identity: Identity) -> None:
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            responder.respond(406, _TEXT, b"Not Acceptable: expects text/event-stream")
+            return
+        hs = self._owned(request.headers.get("mcp-session-id"), identity, responder)
+        if hs is None:
             return
         if hs.stream is not None and not hs.stream.closed:
             responder.respond(409, _TEXT, b"Conflict: a stream is already open for this session")
@@ -273,20 +319,18 @@ class HttpFrontend:
 
         responder.on_close.append(gone)
 
-    def _delete(self, request: Request, responder: Responder) -> None:
-        sid = request.headers.get("mcp-session-id")
-        hs = self.sessions.pop(sid, None) if sid is not None else None
+    def _delete(self, request: Request, responder: Responder, identity: Identity) -> None:
+        hs = self._owned(request.headers.get("mcp-session-id"), identity, responder)
         if hs is None:
-            responder.respond(404, _TEXT, b"Session not found")
             return
+        self.sessions.pop(hs.id, None)
         hs.close()
         responder.respond(200)
 
     # -- legacy SSE -------------------------------------------------------------------
 
-    def _legacy_sse(self, responder: Responder) -> None:
-        hs = HttpSession(self.router, secrets.token_hex(16), legacy=True)
-        self.sessions[hs.id] = hs
+    def _legacy_sse(self, responder: Responder, identity: Identity) -> None:
+        hs = self._new_session(identity, legacy=True)
         hs.stream = responder
         responder.start_stream(200, _SSE)
         endpoint = f"{self.messages_path}?session_id={hs.id}".encode()
@@ -299,15 +343,29 @@ class HttpFrontend:
 
         responder.on_close.append(gone)
 
-    def _legacy_post(self, request: Request, responder: Responder) -> None:
+    def _legacy_post(self, request: Request, responder: Responder, identity: Identity) -> None:
         sid = (parse_qs(request.query).get("session_id") or [""])[0]
         hs = self.sessions.get(sid)
         if hs is None or not hs.legacy:
             responder.respond(404, _TEXT, b"Session not found")
             return
+        if hs.owner != identity.label:
+            responder.respond(403, _TEXT, _NOT_YOURS.encode())
+            return
         hs.last_seen = time.monotonic()
         responder.respond(202, _TEXT, b"Accepted")
-        hs.session.handle(request.body)
+        policy = hs.policy
+        if policy is None:
+            hs.session.handle(request.body)
+            return
+        try:
+            msg = jsonrpc.parse(request.body)
+        except jsonrpc.InvalidMessage:
+            hs.session.handle(request.body)  # answers the parse error
+            return
+        policy.use(identity)
+        if policy.admit(msg, len(request.body), hs):
+            hs.session.handle_message(msg)
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -329,35 +387,9 @@ class HttpFrontend:
         self.sessions.clear()
 
 
-async def serve_http(
-    router: Router,
-    *,
-    host: str = conventions.DEFAULT_HTTP_HOST,
-    port: int = conventions.DEFAULT_HTTP_PORT,
-    path: str = conventions.DEFAULT_HTTP_PATH,
-    allowed_origins: Iterable[str] | None = None,
-    ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve ``router`` over HTTP until cancelled; ``ready`` gets the URL once listening."""
-    app = HttpFrontend(router, path=path, allowed_origins=allowed_origins)
-    try:
-        server, connections = await start_server(app.handle, host=host, port=port)
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = port
-    for sock in server.sockets:
-        bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    if ready is not None:
-        ready(f"http://{shown}:{bound}{path}")
-    try:
-        while True:
-            await asyncio.sleep(SSE_KEEPALIVE_SECONDS)
-            app.sweep()
-    finally:
-        app.aclose()
-        server.close()
-        for conn in list(connections):
-            conn.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=2)
+async def serve_http(router: Router, **options: Any) -> None:
+    """Serve ``router`` over HTTP behind the gateway until cancelled (``http_service.serve_http``,
+    importable from here too)."""
+    from mcp_fleet.router.http_service import serve_http as serve
+
+    await serve(router, **options)

@@ -16,12 +16,17 @@ import asyncio
 import logging
 import os
 import sys
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from mcp_fleet.router import jsonrpc
+from mcp_fleet.router.callpolicy import CallPolicy, GuardedChannel
 from mcp_fleet.router.jsonrpc import RequestId
 from mcp_fleet.router.router import Router
+from mcp_fleet.router.session import RouterSession
 from mcp_fleet.transport import MAX_MESSAGE_BYTES, MessageTooLarge, NewlineStream, StreamClosed
+
+if TYPE_CHECKING:
+    from mcp_fleet.gateway.guard import CallGuard
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +68,22 @@ async def open_stdio(
 
 
 async def serve_stream(
-    router: Router, stream: NewlineStream, *, writer: asyncio.StreamWriter | None = None
+    router: Router,
+    stream: NewlineStream,
+    *,
+    writer: asyncio.StreamWriter | None = None,
+    guard: CallGuard | None = None,
 ) -> None:
     """Serve one client over ``stream`` until it closes.
 
-    ``writer`` is the stream's output side, for back-pressure.
+    ``writer`` is the stream's output side, for back-pressure; ``guard`` the
+    gateway's per-call guard (audit, limits, metrics), if any.
     """
     channel = _StdioChannel(stream)
-    session = router.open_session(channel, session_id="stdio")
+    policy = CallPolicy(guard, router, session_id="stdio") if guard is not None else None
+    session = router.open_session(
+        GuardedChannel(channel, policy) if policy is not None else channel, session_id="stdio"
+    )
     try:
         while True:
             try:
@@ -78,7 +91,10 @@ async def serve_stream(
             except MessageTooLarge as exc:
                 channel.send(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, str(exc)))
                 continue
-            session.handle(raw)
+            if policy is None:
+                session.handle(raw)
+            else:
+                _admit(policy, session, channel, raw)
             if channel.buffered > MAX_BACKLOG_BYTES and writer is not None:
                 await writer.drain()  # a client that stopped reading: wait for it
                 channel.buffered = writer.transport.get_write_buffer_size()
@@ -86,12 +102,24 @@ async def serve_stream(
         pass
     finally:
         session.close()
+        if policy is not None:
+            policy.close()
 
 
-async def serve_stdio(router: Router) -> None:
+def _admit(policy: CallPolicy, session: RouterSession, channel: _StdioChannel, raw: bytes) -> None:
+    try:
+        msg = jsonrpc.parse(raw)
+    except jsonrpc.InvalidMessage:
+        session.handle(raw)  # answers the parse error
+        return
+    if policy.admit(msg, len(raw), channel):
+        session.handle_message(msg)
+
+
+async def serve_stdio(router: Router, *, guard: CallGuard | None = None) -> None:
     """Serve the client on this process's stdin/stdout until it closes stdin."""
     stream, writer = await open_stdio()
     try:
-        await serve_stream(router, stream, writer=writer)
+        await serve_stream(router, stream, writer=writer, guard=guard)
     finally:
         await stream.aclose()

@@ -14,12 +14,21 @@ one request at a time per connection; pipelined requests wait their turn),
 fixed-length and chunked request bodies (bounded), complete responses with
 ``content-length``, and streamed responses (chunked, for SSE) that end when
 the handler ends them or the client goes away.
+
+Shared safely, it bounds what one client can hold: a body over
+``max_body_bytes`` is refused with 413 as soon as its ``Content-Length``
+is read (or, when chunked, as soon as it grows past it), and a request must
+arrive whole within ``request_timeout`` of its first byte (a new connection
+counts as a request begun), else 408 and the connection is closed. One
+watchdog task per server checks those deadlines every second, so a request
+costs a clock read rather than a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,20 +39,27 @@ import httptools
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+#: Seconds a request may take to arrive whole, from its first byte (slow-client guard).
+REQUEST_TIMEOUT_SECONDS: Final = 30.0
 #: Bytes queued towards a client before a streamed response is cut off.
 MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
 _REASONS: Final = {
     200: b"OK",
     202: b"Accepted",
     204: b"No Content",
+    303: b"See Other",
     400: b"Bad Request",
+    401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
     406: b"Not Acceptable",
+    408: b"Request Timeout",
     409: b"Conflict",
     413: b"Payload Too Large",
+    429: b"Too Many Requests",
     500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
 
 
@@ -129,9 +145,16 @@ Handler = Callable[[Request, Responder], None]
 class HttpConnection(asyncio.Protocol):
     """One client connection: parses requests, runs the handler, keeps answers in order."""
 
-    def __init__(self, handler: Handler, connections: set[HttpConnection]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        connections: set[HttpConnection],
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self._handler = handler
         self._connections = connections
+        self._max_body = max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -142,12 +165,15 @@ class HttpConnection(asyncio.Protocol):
         self._current: Responder | None = None
         self._failed = False
         self.lost = False
+        #: When the request being read began (monotonic), None between requests.
+        self.reading_since: float | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._connections.add(self)
+        self.reading_since = time.monotonic()  # a silent new connection is a slow request
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -176,6 +202,8 @@ class HttpConnection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
+        if self.reading_since is None:
+            self.reading_since = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -185,14 +213,20 @@ class HttpConnection(asyncio.Protocol):
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            self._too_large()
+
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > MAX_BODY_BYTES:
-            self._fail(413, b"request body too large")
+        if self._body_size > self._max_body:
+            self._too_large()
             return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self.reading_since = None
         if self.lost or self._failed:
             return
         path, _, query = self._url.decode("latin-1").partition("?")
@@ -247,25 +281,65 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _too_large(self) -> None:
+        self._fail(413, b"Payload Too Large: the limit is %d bytes" % self._max_body)
+
+    def expire(self) -> None:
+        """The request being read took too long: answer 408 and close."""
+        self.reading_since = None
+        self._fail(408, b"Request Timeout: the request did not arrive in time")
+
     def _fail(self, status: int, message: bytes) -> None:
         if self._failed:
             return
         self._failed = True
         if self._current is None and self._transport is not None and not self.lost:
             Responder(self, keep_alive=False).respond(
-                status, [(b"content-type", b"text/plain")], message
+                status, [(b"content-type", b"text/plain; charset=utf-8")], message
             )
         if self._transport is not None:
             self._transport.close()
 
 
+async def _watch_slow_requests(
+    server: asyncio.Server, connections: set[HttpConnection], timeout: float
+) -> None:
+    """Close connections whose request is not whole ``timeout`` seconds after it began."""
+    interval = min(1.0, timeout / 2)
+    while server.is_serving():
+        await asyncio.sleep(interval)
+        cutoff = time.monotonic() - timeout
+        for conn in [c for c in connections if c.reading_since is not None]:
+            if conn.reading_since is not None and conn.reading_since < cutoff:
+                conn.expire()
+
+
+#: Watchdog tasks of live servers (kept referenced until they end).
+_WATCHDOGS: set[asyncio.Task[None]] = set()
+
+
 async def start_server(
-    handler: Handler, *, host: str, port: int
+    handler: Handler,
+    *,
+    host: str,
+    port: int,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    request_timeout: float | None = REQUEST_TIMEOUT_SECONDS,
 ) -> tuple[asyncio.Server, set[HttpConnection]]:
-    """Listen on ``host:port``; returns the server and its live connections."""
+    """Listen on ``host:port``; returns the server and its live connections.
+
+    ``request_timeout=None`` turns the slow-request guard off.
+    """
     loop = asyncio.get_running_loop()
     connections: set[HttpConnection] = set()
     server = await loop.create_server(
-        lambda: HttpConnection(handler, connections), host, port, backlog=2048
+        lambda: HttpConnection(handler, connections, max_body_bytes=max_body_bytes),
+        host,
+        port,
+        backlog=2048,
     )
+    if request_timeout is not None and request_timeout > 0:
+        task = loop.create_task(_watch_slow_requests(server, connections, request_timeout))
+        _WATCHDOGS.add(task)
+        task.add_done_callback(_WATCHDOGS.discard)
     return server, connections

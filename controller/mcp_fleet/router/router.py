@@ -19,6 +19,14 @@ session: resource subscriptions (one backend subscription per URI, however
 many clients hold it), the log level sent to backends (the most verbose any
 client asked for; each client still gets only what it asked for), and the
 routing of server-to-client requests to the client whose call caused them.
+
+On-demand servers are followed through the table's ``on_demand`` set and
+the ``activator``: their lists are advertised while they are cold, a call
+for a cold one waits for it to start, and the activator answers the
+controller's questions about activity through ``EndpointTable.demand``.
+Such a backend is handed to waiting calls right after its ``initialize``;
+its lists are read afterwards and only update what is advertised if they
+changed.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from mcp_fleet.endpoints import (
     EndpointTable,
     StreamEndpoint,
 )
+from mcp_fleet.model import ServerSpec
+from mcp_fleet.router.activator import DEFAULT_ACTIVATION_TIMEOUT, RETIRED_GRACE_SECONDS, Activator
 from mcp_fleet.router.attach import (
     LIST_KINDS,
     call_timeout,
@@ -89,6 +99,8 @@ class _Attachment:
     retry_at: float = 0.0
     dirty: set[Kind] = field(default_factory=set)
     refresher: asyncio.Task[None] | None = None
+    #: ``time.monotonic()`` when an idle on-demand backend was let go (0: never).
+    retired_at: float = 0.0
 
 
 class Router(ClientHub):
@@ -106,6 +118,7 @@ class Router(ClientHub):
         connect: Connector | None = None,
         on_event: Callable[[RouterEvent, str, str], None] | None = None,
         published: asyncio.Event | None = None,
+        activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT,
     ) -> None:
         self.endpoints = endpoints
         self.prefix_mode: PrefixMode = prefix
@@ -124,6 +137,10 @@ class Router(ClientHub):
         self.settled = asyncio.Event()
         self._wake = asyncio.Event()
         self._known_renames: set[Rename] = set()
+        #: On-demand servers: cold lists, calls waiting for a start, activity.
+        self.activator = Activator(
+            self, endpoints.demand, timeout=activation_timeout, on_discovered=self._wake.set
+        )
         ClientHub.__init__(self)
 
     # -- following the endpoint table -------------------------------------------
@@ -132,6 +149,7 @@ class Router(ClientHub):
         """Follow the endpoint table until cancelled; detaches everything on the way out."""
         version = -1
         watcher = asyncio.create_task(self._watch_table(), name="router-watch")
+        self.endpoints.demand.serve(self.activator)
         try:
             while True:
                 if self.endpoints.version != version:
@@ -142,6 +160,7 @@ class Router(ClientHub):
                     not self.settled.is_set()
                     and (self._published is None or self._published.is_set())
                     and all(a.task is None or a.task.done() for a in self._attached.values())
+                    and not self.activator.discovering()
                 ):
                     self.settled.set()
                 self._wake.clear()
@@ -149,6 +168,8 @@ class Router(ClientHub):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._next_retry_in())
         finally:
             watcher.cancel()
+            if self.endpoints.demand.source is self.activator:
+                self.endpoints.demand.serve(None)
             await self.aclose()
 
     async def _watch_table(self) -> None:
@@ -167,6 +188,7 @@ class Router(ClientHub):
         return max(0.01, min(due) - time.monotonic())
 
     async def _reconcile(self, published: Mapping[str, EndpointEntry]) -> None:
+        await self.activator.update(self.endpoints.on_demand(), self.endpoints.cache_dir)
         for name in list(self._attached):
             att = self._attached[name]
             entry = published.get(name)
@@ -175,7 +197,7 @@ class Router(ClientHub):
             elif entry is not att.entry:
                 att.entry = entry  # same instance, new spec: naming inputs may change
                 if att.lists is not None:
-                    att.lists = self._lists_for(entry, att.lists)
+                    att.lists = self._lists_for(entry.spec, att.lists)
                 if att.backend is not None:
                     att.backend.call_timeout = call_timeout(entry)
         for name, entry in sorted(published.items()):
@@ -201,6 +223,7 @@ class Router(ClientHub):
         name = att.entry.spec.name
         endpoint = att.entry.endpoint
         backend: BackendSession | None = None
+        early = name in self.activator  # on demand: calls may be waiting for it
         try:
             stream = await asyncio.wait_for(self._connect(endpoint), timeout=self.attach_timeout)
             backend = BackendSession(
@@ -213,6 +236,8 @@ class Router(ClientHub):
                 close_stream=not isinstance(endpoint, StreamEndpoint),
             )
             await backend.start(timeout=self.attach_timeout)
+            if early and not await self._take(att, backend):
+                return
             fetched = {
                 kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
                 for kind in LIST_KINDS
@@ -225,11 +250,17 @@ class Router(ClientHub):
                 templates=fetched["resourceTemplates"],
             )
         except asyncio.CancelledError:
-            if backend is not None:
+            if backend is not None and att.backend is not backend:
                 await backend.aclose("attach cancelled")
             raise
         except Exception as exc:
             reason = failure_reason(exc)
+            if backend is not None and att.backend is backend:
+                # On demand, already serving calls: only its lists could not be read.
+                log.warning(
+                    "server %s: listing failed (%s); keeping the cached lists", name, reason
+                )
+                return
             if backend is not None:
                 await backend.aclose(reason)
             if self._attached.get(name) is att:
@@ -242,19 +273,32 @@ class Router(ClientHub):
                 )
                 self._emit("failed", name, reason)
             return
-        if self._attached.get(name) is not att or att.backend is not None:
-            await backend.aclose("superseded")
+        if early:
+            if att.backend is not backend:
+                return  # let go (scaled down, replaced) while its lists were read
+            self.activator.learned(name, lists)
+        elif not await self._take(att, backend):
             return
-        att.backend = backend
-        att.lists = self._lists_for(att.entry, lists)
-        att.failures = 0
-        att.last_error = ""
-        await self._restore_client_state(backend)
+        att.lists = self._lists_for(att.entry.spec, lists)
         self._rebuild()
         self._emit("attached", name, describe(endpoint))
 
-    def _lists_for(self, entry: EndpointEntry, lists: ServerLists) -> ServerLists:
-        spec = entry.spec
+    async def _take(self, att: _Attachment, backend: BackendSession) -> bool:
+        """Make ``backend`` the attachment's session (False, and closed, when superseded)."""
+        name = backend.name
+        if self._attached.get(name) is not att or att.backend is not None:
+            await backend.aclose("superseded")
+            return False
+        att.backend = backend
+        att.retired_at = 0.0
+        att.failures = 0
+        att.last_error = ""
+        await self._restore_client_state(backend)
+        if att.backend is backend:
+            self.activator.attached(name, backend)
+        return att.backend is backend
+
+    def _lists_for(self, spec: ServerSpec, lists: ServerLists) -> ServerLists:
         prefix = spec.entry.prefix if spec.entry is not None else None
         return ServerLists(
             server=lists.server,
@@ -281,7 +325,15 @@ class Router(ClientHub):
     # -- the routing table ---------------------------------------------------------
 
     def _rebuild(self) -> None:
-        lists = [a.lists for a in self._attached.values() if a.backend is not None and a.lists]
+        current = {
+            name: a.lists
+            for name, a in self._attached.items()
+            if a.backend is not None and a.lists is not None
+        }
+        for spec, cold in self.activator.advertised():
+            if spec.name not in current:
+                current[spec.name] = self._lists_for(spec, cold)
+        lists = list(current.values())
         table = build_table(lists, prefix_mode=self.prefix_mode, tool_patterns=self.tool_patterns)
         problems = check_table(table)
         if problems:
@@ -302,6 +354,45 @@ class Router(ClientHub):
     def backend(self, server: str) -> BackendSession | None:
         att = self._attached.get(server)
         return att.backend if att is not None else None
+
+    # -- on-demand servers (``ActivatorHost``) -------------------------------------
+
+    def reattach(self, server: str) -> None:
+        """Attach to a published on-demand server now, if nothing is attaching it.
+
+        A backend let go because it was idle is not re-attached while its stop
+        is under way (its successor will be published), unless it is still
+        published after ``RETIRED_GRACE_SECONDS``: then its stop failed.
+        """
+        att = self._attached.get(server)
+        if att is None or att.backend is not None or (att.task and not att.task.done()):
+            return
+        if att.retired_at and time.monotonic() - att.retired_at < RETIRED_GRACE_SECONDS:
+            return
+        self._start_attach(att)
+
+    def release_backend(self, server: str) -> bool:
+        """Let an idle on-demand backend go, unless a call is in flight (the controller
+        then stops its instance); later calls wait for the next instance."""
+        att = self._attached.get(server)
+        if att is None or att.backend is None:
+            return True
+        backend = att.backend
+        if backend.pending_count:
+            return False
+        att.backend = None
+        att.retired_at = time.monotonic()
+        att.retry_at = 0.0
+        if att.refresher is not None:
+            att.refresher.cancel()
+        self._in_background(backend.aclose("idle: scaled to zero"))
+        self._emit("detached", server, "idle: scaled to zero")
+        return True
+
+    async def subscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject:
+        if self.backend(server) is None and server in self.activator:
+            await self.activator.wait(server)
+        return await ClientHub.subscribe(self, session, server, uri)
 
     def open_session(self, channel: ClientChannel, *, session_id: str = "") -> RouterSession:
         """A new client session (a frontend calls this per client)."""
@@ -349,6 +440,11 @@ class Router(ClientHub):
                     "pending": att.backend.pending_count if att.backend is not None else 0,
                 }
                 for name, att in sorted(self._attached.items())
+            },
+            "on_demand": {
+                name: self.activator.describe(name)
+                for name in sorted(self.endpoints.on_demand())
+                if name in self.activator
             },
             "tools": len(self.table.tools),
             "prompts": len(self.table.prompts),
@@ -416,6 +512,7 @@ class Router(ClientHub):
     # -- shutdown ------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        await self.activator.aclose()
         for session in list(self.sessions):
             session.close()
         for name in list(self._attached):

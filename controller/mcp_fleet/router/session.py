@@ -15,8 +15,9 @@ asked for before the fleet has settled) run as tasks.
 Per-client state lives here: the negotiated protocol version and client
 capabilities (which decide who may receive sampling or elicitation
 requests), the log level, calls in flight (so ``notifications/cancelled``
-reaches the right backend with the right id) and server-to-client requests
-awaiting this client's answer.
+reaches the right backend with the right id), calls waiting for an
+on-demand server to start (a task each, cancelled with the call) and
+server-to-client requests awaiting this client's answer.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class RouterSession:
         self.log_level: str | None = None
         #: Calls forwarded and not answered yet: client id -> (backend, backend id).
         self.inflight: dict[RequestId, tuple[BackendSession, int]] = {}
+        #: Calls waiting for a cold on-demand server to start: client id -> task.
+        self.waiting: dict[RequestId, asyncio.Task[None]] = {}
         #: Server-to-client requests sent to this client: our id -> (backend, backend's id).
         self.outgoing: dict[int, tuple[BackendSession, RequestId]] = {}
         self._next_outgoing = 0
@@ -237,6 +240,9 @@ class RouterSession:
     def _forward(self, server: str, mid: RequestId, msg: JsonObject) -> None:
         backend = self.router.backend(server)
         if backend is None:
+            if server in self.router.activator:
+                self._forward_when_started(server, mid, msg)
+                return
             self._error(
                 mid,
                 jsonrpc.BACKEND_UNAVAILABLE,
@@ -244,12 +250,38 @@ class RouterSession:
                 data={"server": server, "reason": "not connected"},
             )
             return
+        self._forward_to(backend, mid, msg)
+
+    def _forward_to(self, backend: BackendSession, mid: RequestId, msg: JsonObject) -> None:
         try:
             bid = backend.forward(self, mid, msg)
         except BackendError as exc:
             self._error_obj(mid, exc.to_error())
             return
         self.inflight[mid] = (backend, bid)
+
+    def _forward_when_started(self, server: str, mid: RequestId, msg: JsonObject) -> None:
+        """Hold a call for a cold on-demand server until it runs, then forward it."""
+
+        async def wait_then_forward() -> None:
+            try:
+                backend = await self.router.activator.wait(server)
+            except BackendError as exc:
+                self._error_obj(mid, exc.to_error())
+                return
+            if not self.closed:
+                self._forward_to(backend, mid, msg)
+
+        task = asyncio.get_running_loop().create_task(wait_then_forward())
+        self._tasks.add(task)
+        self.waiting[mid] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if self.waiting.get(mid) is t:
+                del self.waiting[mid]
+
+        task.add_done_callback(done)
 
     def _call_tool(self, mid: RequestId, msg: JsonObject) -> None:
         params = msg.get("params") or {}
@@ -346,6 +378,9 @@ class RouterSession:
         elif method == "notifications/cancelled":
             rid = params.get("requestId") if isinstance(params, dict) else None
             entry = self.inflight.pop(rid, None) if jsonrpc.valid_id(rid) else None
+            held = self.waiting.pop(rid, None) if jsonrpc.valid_id(rid) else None
+            if held is not None:
+                held.cancel()  # still waiting for its server: it never reaches it
             if entry is not None:
                 backend, bid = entry
                 reason = params.get("reason") if isinstance(params, dict) else None

@@ -292,6 +292,8 @@ class ProcessRuntime:
             ) from None
         except OSError as exc:
             raise RuntimeFailure(f"{spec.name}: cannot run {argv[0]!r}: {exc.strerror}") from None
+        except ValueError as exc:  # a NUL in argv or env: refused before any fork
+            raise RuntimeFailure(f"{spec.name}: cannot run {argv[0]!r}: {exc}") from None
         stat = read_stat(proc.pid)
         start_ticks = stat.start_time if stat else 0
         instance = Instance(

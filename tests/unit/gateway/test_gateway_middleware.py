@@ -74,7 +74,7 @@ async def test_revoking_a_token_locks_it_out_and_the_gateway_stays_closed(
         ({"host": "localhost:9999"}, "Host"),
         ({"origin": "http://evil.example"}, "Origin"),
         ({"origin": "null"}, "Origin"),
-        ({"origin": "http://localhost:9999"}, "Origin"),
+        ({"origin": "http://evil.example:8811"}, "Origin"),
     ],
 )
 async def test_rebinding_host_and_origin_are_refused(
@@ -97,6 +97,7 @@ async def test_rebinding_host_and_origin_are_refused(
         {"host": "localhost:8811"},
         {"host": "[::1]:8811", "origin": "http://[::1]:8811"},
         {"origin": "http://127.0.0.1:8811"},
+        {"origin": "http://localhost:6274"},
         {"host": "gateway.team.example", "origin": "https://console.team.example"},
     ],
 )

@@ -1,0 +1,290 @@
+"""Per-call policy at the router's edge: allow-lists, limits, metrics and audit per client session.
+
+The gateway (``mcp_fleet.gateway``) decides who an HTTP request comes from;
+this module applies what that identity may do to the MCP messages of one
+client session, beside the session rather than inside it, so the session's
+dispatch stays as it is and a frontend without a gateway pays nothing:
+
+- Before the session handles a message, ``admit`` looks up where a
+  ``tools/call``, ``prompts/get`` or ``resources/read`` goes (the routing
+  table the session itself uses, so the names given to the guard are the
+  servers' own, not the advertised ones) and asks ``CallGuard.begin``. A
+  refusal (outside the allow-list: -32040, over a limit: -32029) is answered
+  at once and the session never sees the call; an admitted call's ticket is
+  kept under its request id.
+- When the session's final answer to that id goes out, ``reply`` finishes
+  the ticket with the outcome read from the answer: ok, a tool error
+  (``isError``), or a JSON-RPC error (the router's timeout and unavailable
+  codes have outcomes of their own). A ``notifications/cancelled`` from the
+  client finishes it as cancelled, and so does the end of the session.
+- An identity that may not use every server gets the lists (tools,
+  prompts, resources, templates) with only what it may use, filtered page by
+  page (a page may come out shorter; its cursor stays valid), and its
+  completions and subscriptions for other servers are refused.
+
+It sits on every message, so it is cheap: one dict lookup for a message it
+does not care about; for a reply, two substring searches unless the reply
+carries an error, which is then parsed to tell which.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from mcp_fleet.gateway.identity import Identity, forbidden_error
+from mcp_fleet.router import jsonrpc
+from mcp_fleet.router.jsonrpc import JsonObject, RequestId
+from mcp_fleet.router.table import Kind, RoutingTable
+
+if TYPE_CHECKING:
+    from mcp_fleet.gateway.guard import CallGuard, CallTicket
+    from mcp_fleet.router.router import Router
+    from mcp_fleet.router.session import ClientChannel
+
+#: Methods that are calls: audited, counted, limited.
+_CALLS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
+_LISTS: Final[dict[str, Kind]] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+#: Requests about one server that are not calls: only the allow-list applies.
+_SCOPED: Final = frozenset({"completion/complete", "resources/subscribe", "resources/unsubscribe"})
+
+
+def _tool_error(data: bytes) -> bool:
+    """Does the answer say ``"isError": true``? (The last such key: a result's own comes
+    after its content; a key inside text content is escaped, so it never matches.)"""
+    at = data.rfind(b'"isError"')
+    return at >= 0 and data[at + 9 : at + 24].lstrip(b" \t\r\n:").startswith(b"true")
+
+
+def reply_outcome(data: bytes) -> tuple[str, str | None]:
+    """``(outcome, error message)`` of a final answer, parsing it only when it is not ok."""
+    if b'"error"' not in data and not _tool_error(data):
+        return "ok", None
+    from mcp_fleet.gateway.guard import outcome_of  # only here: keeps metrics off the import path
+
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "error", "unreadable answer"
+    if not isinstance(msg, dict):
+        return "error", "unreadable answer"
+    outcome = str(outcome_of(msg))
+    error = msg.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    return outcome, message if isinstance(message, str) else None
+
+
+def _server_of(table: RoutingTable, method: str, params: JsonObject) -> str | None:
+    """The server a completion or (un)subscription is about."""
+    if method == "completion/complete":
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            return None
+        if ref.get("type") == "ref/prompt":
+            name = ref.get("name")
+            route = table.prompt_routes.get(name) if isinstance(name, str) else None
+            return route.server if route is not None else None
+        uri = ref.get("uri")
+        if not isinstance(uri, str):
+            return None
+        return table.template_owner(uri) or table.resource_server(uri)
+    uri = params.get("uri")
+    return table.resource_server(uri) if isinstance(uri, str) else None
+
+
+class CallPolicy:
+    """The guard applied to one client session (see the module docstring)."""
+
+    __slots__ = ("everything", "guard", "identity", "lists", "router", "session_id", "tickets")
+
+    def __init__(
+        self,
+        guard: CallGuard,
+        router: Router,
+        *,
+        session_id: str | None,
+        identity: Identity | None = None,
+    ) -> None:
+        self.guard = guard
+        self.router = router
+        self.session_id = session_id
+        self.identity: Identity | None = None
+        self.everything = True
+        self.tickets: dict[RequestId, CallTicket] = {}
+        #: List requests of a restricted identity waiting for their answer: id -> kind.
+        self.lists: dict[RequestId, Kind] = {}
+        self.use(identity)
+
+    def use(self, identity: Identity | None) -> None:
+        """The identity of the request being handled (HTTP: each request brings its own)."""
+        if identity is not self.identity:
+            self.identity = identity
+            self.everything = identity is None or identity.allow.everything
+
+    # -- client to router --------------------------------------------------------------
+
+    def admit(self, msg: JsonObject, size: int, channel: ClientChannel) -> bool:
+        """Check one client message before the session handles it.
+
+        False: it was refused and answered through ``channel``; do not pass it on.
+        """
+        method = msg.get("method")
+        if method not in _CALLS:
+            if method == "notifications/cancelled":
+                self._cancelled(msg.get("params"))
+            elif not self.everything and type(method) is str:
+                mid = msg.get("id")
+                if jsonrpc.valid_id(mid):
+                    kind = _LISTS.get(method)
+                    if kind is not None:
+                        self.lists[mid] = kind
+                    elif method in _SCOPED:
+                        return self._scoped(method, mid, msg.get("params"), channel)
+            return True
+        mid = msg.get("id")
+        params = msg.get("params")
+        if not jsonrpc.valid_id(mid) or type(params) is not dict:
+            return True  # the session answers malformed requests itself
+        table = self.router.table
+        tool: str | None = None
+        arguments: Any = None
+        server: str | None
+        if method == "tools/call":
+            name = params.get("name")
+            route = table.tool_routes.get(name) if type(name) is str else None
+            if route is None:
+                return True  # unknown tool: the session says so
+            server, tool = route.server, route.name
+            arguments = params.get("arguments")
+        elif method == "prompts/get":
+            name = params.get("name")
+            prompt = table.prompt_routes.get(name) if type(name) is str else None
+            server = prompt.server if prompt is not None else None
+            arguments = params.get("arguments")
+        else:
+            uri = params.get("uri")
+            server = table.resource_server(uri) if type(uri) is str else None
+        if server is None:
+            return True
+        ticket = self.guard.begin(
+            self.identity,
+            self.session_id,
+            server,
+            tool,
+            method=method,
+            request_bytes=size,
+            arguments=arguments if type(arguments) is dict else None,
+        )
+        if isinstance(ticket, dict):
+            channel.send(
+                jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": ticket}),
+                related=mid,
+                final=True,
+            )
+            return False
+        previous = self.tickets.get(mid)
+        if previous is not None:  # a reused id (the session refuses or mixes them up)
+            previous.finish(outcome="error", error="request id reused while in flight")
+        self.tickets[mid] = ticket
+        return True
+
+    def _scoped(self, method: str, mid: RequestId, params: Any, channel: ClientChannel) -> bool:
+        if type(params) is not dict or self.identity is None:
+            return True
+        server = _server_of(self.router.table, method, params)
+        if server is None or self.identity.allows(server, None):
+            return True
+        err = forbidden_error(self.identity, server)
+        channel.send(
+            jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": err}), related=mid, final=True
+        )
+        return False
+
+    def _cancelled(self, params: Any) -> None:
+        rid = params.get("requestId") if type(params) is dict else None
+        ticket = self.tickets.pop(rid, None) if jsonrpc.valid_id(rid) else None
+        if ticket is not None:
+            ticket.finish(outcome="cancelled", error="cancelled by the client")
+
+    # -- router to client ----------------------------------------------------------------
+
+    def reply(self, related: RequestId, data: bytes) -> bytes:
+        """The session's final answer to request ``related``; returns what to send."""
+        if self.tickets:
+            ticket = self.tickets.pop(related, None)
+            if ticket is not None:
+                outcome, error = reply_outcome(data)
+                ticket.finish(outcome=outcome, response_bytes=len(data), error=error)
+                return data
+        if self.lists:
+            kind = self.lists.pop(related, None)
+            if kind is not None:
+                return self._filtered(kind, data)
+        return data
+
+    def _filtered(self, kind: Kind, data: bytes) -> bytes:
+        identity = self.identity
+        if identity is None:
+            return data
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        result = msg.get("result") if isinstance(msg, dict) else None
+        if not isinstance(result, dict):
+            return data
+        items = result.get(kind)
+        if not isinstance(items, list):
+            return data
+        table = self.router.table
+        kept = [i for i in items if isinstance(i, dict) and _visible(table, identity, kind, i)]
+        if len(kept) == len(items):
+            return data
+        result[kind] = kept
+        return orjson.dumps(msg)
+
+    def close(self) -> None:
+        """The session ended: its calls still open end as cancelled."""
+        tickets, self.tickets = self.tickets, {}
+        for ticket in tickets.values():
+            ticket.finish(outcome="cancelled", error="session closed")
+        self.lists.clear()
+
+
+def _visible(table: RoutingTable, identity: Identity, kind: Kind, item: JsonObject) -> bool:
+    """May ``identity`` use this advertised item? (Unknown items are hidden.)"""
+    if kind == "tools" or kind == "prompts":
+        name = item.get("name")
+        routes = table.tool_routes if kind == "tools" else table.prompt_routes
+        route = routes.get(name) if isinstance(name, str) else None
+        if route is None:
+            return False
+        return identity.allows(route.server, route.name if kind == "tools" else None)
+    if kind == "resources":
+        uri = item.get("uri")
+        server = table.resource_routes.get(uri) if isinstance(uri, str) else None
+        return server is not None and identity.allows(server, None)
+    text = item.get("uriTemplate")
+    owner = table.template_owner(text) if isinstance(text, str) else None
+    return owner is not None and identity.allows(owner, None)
+
+
+class GuardedChannel:
+    """A ``ClientChannel`` that passes final answers through a ``CallPolicy`` (stdio)."""
+
+    __slots__ = ("inner", "policy")
+
+    def __init__(self, inner: ClientChannel, policy: CallPolicy) -> None:
+        self.inner = inner
+        self.policy = policy
+
+    def send(self, data: bytes, *, related: RequestId | None = None, final: bool = False) -> None:
+        if final and related is not None:
+            data = self.policy.reply(related, data)
+        self.inner.send(data, related=related, final=final)

@@ -1,0 +1,159 @@
+"""``mcp-fleet router --kubernetes``: the router as the Helm chart's Deployment runs it.
+
+Three things differ from a router in front of a local fleet, and they live
+here so the command itself stays a list of options:
+
+- Servers come from the cluster: ``kube_follow`` watches MCPServers and
+  publishes the Ready ones; the router settles (``/readyz``) only after
+  the first complete list and the attaches that follow.
+- The bearer token comes from a Secret through ``MCP_FLEET_ROUTER_TOKEN``,
+  not from a fleet directory. The gateway reads tokens from a tokens file
+  (hashes only), so the token is hashed into a private one (mode 0600 in a
+  0700 directory, removed on exit); the token itself is never written.
+- Several replicas serve one Service: session ids are signed with the key
+  in ``MCP_FLEET_SESSION_KEY`` (``session_token``) so any replica restores
+  any session. Without a key, ids are random and each replica serves only
+  the sessions it began (fine for one replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import yaml
+
+from mcp_fleet import conventions
+from mcp_fleet.config.atomic import atomic_write
+from mcp_fleet.endpoints import EndpointTable
+from mcp_fleet.errors import RuntimeFailure
+from mcp_fleet.router.kube_follow import follow_kubernetes
+from mcp_fleet.router.session_token import ENV_SESSION_KEY, SessionSigner
+
+if TYPE_CHECKING:
+    from mcp_fleet.router.router import Router
+
+log = logging.getLogger(__name__)
+
+#: Environment variable with the bearer token clients must present (a Secret in the chart).
+ENV_ROUTER_TOKEN: Final = "MCP_FLEET_ROUTER_TOKEN"
+#: The identity a request with that token gets (audit log, metrics, session owner).
+TOKEN_IDENTITY: Final = "router-token"
+
+
+class KubeRouterError(ValueError):
+    """Options or environment that cannot work (the message says which)."""
+
+
+def resolve_namespaces(
+    namespaces: list[str] | None, *, all_namespaces: bool
+) -> tuple[str, ...] | None:
+    """The namespaces to watch: given, or every one (None), or the pod's own."""
+    from mcp_fleet.operator.kube import own_namespace
+
+    if all_namespaces:
+        if namespaces:
+            raise KubeRouterError("--namespace and --all-namespaces exclude each other")
+        return None
+    if namespaces:
+        return tuple(dict.fromkeys(namespaces))
+    own = own_namespace()
+    if own is None:
+        raise KubeRouterError(
+            "--kubernetes: give --namespace (or --all-namespaces); not running in a pod"
+        )
+    return (own,)
+
+
+def session_signer(var: str = ENV_SESSION_KEY) -> SessionSigner | None:
+    """The signer for ``$var``; None (and a log line) when it is unset."""
+    try:
+        signer = SessionSigner.from_env(var)
+    except ValueError as exc:
+        raise KubeRouterError(str(exc)) from None
+    if signer is None:
+        log.warning("$%s is not set: sessions are served only by the replica that began them", var)
+    return signer
+
+
+@contextlib.contextmanager
+def env_tokens_file(var: str = ENV_ROUTER_TOKEN) -> Iterator[Path | None]:
+    """A private tokens file holding the hash of ``$var`` (None when unset), removed on exit."""
+    from mcp_fleet.gateway.tokens import FILE_MODE, token_digest
+
+    token = os.environ.get(var, "").strip()
+    if not token:
+        yield None
+        return
+    if len(token) < 16:
+        raise KubeRouterError(f"${var}: a token must have at least 16 characters")
+    directory = Path(tempfile.mkdtemp(prefix="mcp-fleet-router-"))
+    try:
+        path = directory / conventions.TOKENS_FILE
+        doc = {
+            "version": 1,
+            "tokens": {
+                TOKEN_IDENTITY: {
+                    "sha256": token_digest(token).hex(),
+                    "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "allow": ["*"],
+                }
+            },
+        }
+        atomic_write(path, yaml.safe_dump(doc, sort_keys=False), mode=FILE_MODE)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def run_kubernetes(
+    make_router: Callable[[EndpointTable, asyncio.Event], Router],
+    serve: Callable[[Router], Coroutine[Any, Any, None]],
+    *,
+    namespaces: tuple[str, ...] | None,
+    selector: Mapping[str, str],
+    call_timeout: float = conventions.DEFAULT_CALL_TIMEOUT_SECONDS,
+) -> None:
+    """Follow the cluster's MCPServers and ``serve`` the router ``make_router`` builds.
+
+    ``make_router`` gets the endpoint table and the event set after the first
+    complete list (the router's ``published``). Cluster credentials are
+    checked first, so a router without them fails before it listens.
+    """
+    from mcp_fleet.operator.kube import KubeConfigError, load_configuration
+
+    try:
+        await load_configuration()
+    except KubeConfigError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    table = EndpointTable()
+    published = asyncio.Event()
+    follower = asyncio.create_task(
+        follow_kubernetes(
+            table,
+            namespaces=namespaces,
+            selector=selector,
+            call_timeout=call_timeout,
+            published=published,
+        ),
+        name="kube-follow",
+    )
+    serving = asyncio.create_task(serve(make_router(table, published)), name="router-serve")
+    try:
+        done, _ = await asyncio.wait({follower, serving}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in (serving, follower):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
