@@ -51,8 +51,8 @@ class CallTicket:
     """One admitted call, until ``finish``."""
 
     __slots__ = (
-        "_done", "_guard", "_permit", "arguments", "identity", "method", "request_bytes",
-        "server", "session", "started", "tool",
+        "_done", "_guard", "_permit", "_stats", "arguments", "identity", "method",
+        "request_bytes", "server", "session", "started", "tool",
     )  # fmt: skip
 
     def __init__(
@@ -77,7 +77,8 @@ class CallTicket:
         self.method = method
         self.request_bytes = request_bytes
         self.arguments = arguments
-        self.started = guard.metrics.call_started(server, tool or "")
+        self._stats = guard.metrics.stats(server, tool or "")
+        self.started = self._stats.start()
 
     def finish(self, *, outcome: str, response_bytes: int = 0, error: str | None = None) -> None:
         """Record how the call ended (idempotent)."""
@@ -86,9 +87,7 @@ class CallTicket:
         self._done = True
         self._permit.release()
         g = self._guard
-        seconds = g.metrics.call_finished(
-            self.server, self.tool or "", outcome=outcome, started=self.started
-        )
+        seconds = self._stats.finish(outcome, self.started)
         if g.audit is not None and g.audit.enabled:
             g.audit.record(
                 identity=self.identity.label,

@@ -120,6 +120,62 @@ class _Window:
         return calls, errors
 
 
+class _ServerStats:
+    """Per server: calls in flight, totals and the last minute's window."""
+
+    __slots__ = ("calls", "errors", "in_flight", "window")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.calls = 0
+        self.errors = 0
+        self.window = _Window()
+
+
+class ToolStats:
+    """One (server, tool): what a call updates, found once per call (``FleetMetrics.stats``)."""
+
+    __slots__ = ("_clock", "buckets", "outcomes", "seconds", "server", "server_name", "tool")
+
+    def __init__(
+        self, server_name: str, tool: str, server: _ServerStats, clock: Callable[[], float]
+    ) -> None:
+        self.server_name = server_name
+        self.tool = tool
+        self.server = server
+        self._clock = clock
+        #: Calls by outcome.
+        self.outcomes: dict[str, int] = {}
+        #: Calls per duration bucket, not cumulative (the last one is +Inf), and their sum.
+        self.buckets = [0] * (len(CALL_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def start(self) -> float:
+        """Count a call in flight; returns the start time to give ``finish``."""
+        self.server.in_flight += 1
+        return self._clock()
+
+    def finish(self, outcome: str, started: float) -> float:
+        """Record the end of a call begun with ``start``; returns its duration (s)."""
+        now = self._clock()
+        seconds = now - started
+        self.server.in_flight -= 1
+        self.buckets[bisect.bisect_left(CALL_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+        self.count(outcome, now)
+        return seconds
+
+    def count(self, outcome: str, now: float) -> None:
+        """Count a call that ended with ``outcome`` (refusals too)."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        server = self.server
+        server.calls += 1
+        error = outcome != "ok"
+        if error:
+            server.errors += 1
+        server.window.add(int(now), error)
+
+
 class FleetMetrics:
     """Every metric of one process, in its own registry."""
 
@@ -168,52 +224,33 @@ class FleetMetrics:
             "mcp_fleet_limited_calls", "Calls refused by a concurrency or rate limit.",
             ["limit"], registry=reg,
         )  # fmt: skip
-        #: (server, tool, outcome) -> calls.
-        self._done: dict[tuple[str, str, str], int] = {}
-        #: (server, tool) -> [count per bucket (not cumulative; the last is +Inf), sum].
-        self._latency: dict[tuple[str, str], list[float]] = {}
-        self._inflight: dict[str, int] = {}
-        self._windows: dict[str, _Window] = {}
-        self._totals: dict[str, list[int]] = {}
+        self._servers: dict[str, _ServerStats] = {}
+        self._tools: dict[tuple[str, str], ToolStats] = {}
         reg.register(_CallCollector(self))
 
     # -- calls (hot path) ---------------------------------------------------------
 
+    def stats(self, server: str, tool: str) -> ToolStats:
+        """The counters a call of ``tool`` of ``server`` updates (keep it for the call)."""
+        found = self._tools.get((server, tool))
+        if found is None:
+            per_server = self._servers.get(server)
+            if per_server is None:
+                per_server = self._servers[server] = _ServerStats()
+            found = self._tools[(server, tool)] = ToolStats(server, tool, per_server, self._clock)
+        return found
+
     def call_started(self, server: str, tool: str) -> float:
         """Count a call in flight; returns the start time to give ``call_finished``."""
-        self._inflight[server] = self._inflight.get(server, 0) + 1
-        return self._clock()
+        return self.stats(server, tool).start()
 
     def call_finished(self, server: str, tool: str, *, outcome: str, started: float) -> float:
         """Record the end of a call begun with ``call_started``; returns its duration (s)."""
-        now = self._clock()
-        seconds = now - started
-        self._inflight[server] -= 1
-        hist = self._latency.get((server, tool))
-        if hist is None:
-            hist = self._latency[(server, tool)] = [0.0] * (len(CALL_BUCKETS) + 2)
-        hist[bisect.bisect_left(CALL_BUCKETS, seconds)] += 1
-        hist[-1] += seconds
-        self._count(server, tool, outcome, now)
-        return seconds
+        return self.stats(server, tool).finish(outcome, started)
 
     def call_rejected(self, server: str, tool: str, *, outcome: str) -> None:
         """A call answered without reaching the server (forbidden, limited, unavailable)."""
-        self._count(server, tool, outcome, self._clock())
-
-    def _count(self, server: str, tool: str, outcome: str, now: float) -> None:
-        key = (server, tool, outcome)
-        self._done[key] = self._done.get(key, 0) + 1
-        window = self._windows.get(server)
-        if window is None:
-            window = self._windows[server] = _Window()
-            self._totals[server] = [0, 0]
-        error = outcome != Outcome.OK
-        window.add(int(now), error)
-        totals = self._totals[server]
-        totals[0] += 1
-        if error:
-            totals[1] += 1
+        self.stats(server, tool).count(outcome, self._clock())
 
     # -- fleet ------------------------------------------------------------------------
 
@@ -254,16 +291,14 @@ class FleetMetrics:
         """Per server: calls and errors in the last minute, totals, calls in flight."""
         second = int(self._clock())
         out: dict[str, dict[str, int]] = {}
-        for server in sorted(set(self._windows) | set(self._inflight)):
-            window = self._windows.get(server)
-            calls, errors = window.totals(second) if window else (0, 0)
-            totals = self._totals.get(server, [0, 0])
+        for server, stats in sorted(self._servers.copy().items()):
+            calls, errors = stats.window.totals(second)
             out[server] = {
                 "calls_per_minute": calls,
                 "errors_per_minute": errors,
-                "calls_total": totals[0],
-                "errors_total": totals[1],
-                "in_flight": self._inflight.get(server, 0),
+                "calls_total": stats.calls,
+                "errors_total": stats.errors,
+                "in_flight": stats.in_flight,
             }
         return out
 
@@ -285,35 +320,37 @@ class _CallCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
+        tools = sorted(m._tools.copy().items())
         calls = CounterMetricFamily(
             "mcp_fleet_calls", "MCP tool calls by server, tool and outcome.",
             labels=["server", "tool", "outcome"],
         )  # fmt: skip
-        for (server, tool, outcome), count in sorted(m._done.copy().items()):
-            calls.add_metric([server, tool, outcome], count)
+        for (server, tool), stats in tools:
+            for outcome, count in sorted(stats.outcomes.copy().items()):
+                calls.add_metric([server, tool, outcome], count)
         yield calls
         durations = HistogramMetricFamily(
             "mcp_fleet_call_duration_seconds", "Duration of MCP tool calls through the router.",
             labels=["server", "tool"],
         )  # fmt: skip
-        bounds = [
-            *(repr(float(b)) for b in CALL_BUCKETS),
-            "+Inf",
-        ]  # as prometheus_client writes them
-        for (server, tool), hist in sorted(m._latency.copy().items()):
+        bounds = [*(repr(float(b)) for b in CALL_BUCKETS), "+Inf"]  # as prometheus_client does
+        for (server, tool), stats in tools:
+            counts = list(stats.buckets)
+            if not any(counts):
+                continue  # refused calls only: no duration
             cumulative: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, in_bucket in zip(bounds, hist[:-1], strict=True):
+            total = 0
+            for bound, in_bucket in zip(bounds, counts, strict=True):
                 total += in_bucket
                 cumulative.append((bound, total))
-            durations.add_metric([server, tool], cumulative, sum_value=hist[-1])
+            durations.add_metric([server, tool], cumulative, sum_value=stats.seconds)
         yield durations
         in_flight = GaugeMetricFamily(
             "mcp_fleet_calls_in_flight", "MCP calls forwarded and not answered yet.",
             labels=["server"],
         )  # fmt: skip
-        for server, running in sorted(m._inflight.copy().items()):
-            in_flight.add_metric([server], running)
+        for server, per_server in sorted(m._servers.copy().items()):
+            in_flight.add_metric([server], per_server.in_flight)
         yield in_flight
 
 

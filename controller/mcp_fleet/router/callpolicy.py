@@ -53,6 +53,9 @@ _LISTS: Final[dict[str, Kind]] = {
 }
 #: Requests about one server that are not calls: only the allow-list applies.
 _SCOPED: Final = frozenset({"completion/complete", "resources/subscribe", "resources/unsubscribe"})
+#: How most tool results end (the SDKs write ``isError`` last): ok without looking further.
+_OK_RESULT_END: Final = b'"isError":false}}'
+_OK: Final = ("ok", None)
 
 
 def _tool_error(data: bytes) -> bool:
@@ -64,8 +67,8 @@ def _tool_error(data: bytes) -> bool:
 
 def reply_outcome(data: bytes) -> tuple[str, str | None]:
     """``(outcome, error message)`` of a final answer, parsing it only when it is not ok."""
-    if b'"error"' not in data and not _tool_error(data):
-        return "ok", None
+    if data.endswith(_OK_RESULT_END) or (b'"error"' not in data and not _tool_error(data)):
+        return _OK
     from mcp_fleet.gateway.guard import outcome_of  # only here: keeps metrics off the import path
 
     try:
