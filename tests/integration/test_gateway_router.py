@@ -171,14 +171,28 @@ async def test_no_token_or_a_bad_one_gets_401_and_a_good_one_a_session(gateway: 
 
 
 async def test_a_token_for_calc_sees_and_calls_only_calc(gateway: Gateway) -> None:
+    async with gateway.client(gateway.admin) as session:
+        assert (await session.list_prompts()).prompts  # the notes server's prompt
+        assert (await session.list_resource_templates()).resource_templates
+    async with httpx.AsyncClient() as http:
+        init = await http.post(gateway.url, content=INIT, headers=gateway.headers(gateway.admin))
+        assert "notes: Keep short notes" in init.json()["result"]["instructions"]
+        init = await http.post(gateway.url, content=INIT, headers=gateway.headers(gateway.alice))
+        assert "notes" not in init.json()["result"].get("instructions", "")
     async with gateway.client(gateway.alice) as session:
         assert await tool_names(session) == CALC_TOOLS
+        assert not (await session.list_prompts()).prompts
+        assert not (await session.list_resource_templates()).resource_templates
         assert text_of(await gateway.call(session, "multiply", {"a": 6, "b": 7})) == "42"
         with pytest.raises(MCPError) as refused:
             await gateway.call(session, "get_current_time", {"timezone": "UTC"})
         assert refused.value.code == -32040
         assert "token:alice is not allowed" in refused.value.message
         assert refused.value.data["status"] == 403 and refused.value.data["server"] == "time"
+        gateway.calls += 1  # a prompts/get is a call too
+        with pytest.raises(MCPError) as prompt:
+            await session.get_prompt("summarize_notes")
+        assert prompt.value.code == -32040 and prompt.value.data["server"] == "notes"
 
 
 async def test_a_session_belongs_to_the_identity_that_opened_it(gateway: Gateway) -> None:
@@ -335,3 +349,34 @@ async def test_stdio_calls_are_audited_too(tmp_path: Path) -> None:
     ]
     refused = cli("router", "--server", "calc=true", "--audit-log", "-")
     assert refused.returncode == 2 and "stdout carries the protocol" in refused.stderr
+
+
+async def test_oversized_and_stalled_requests_are_cut_off() -> None:
+    from mcp_fleet.router.http_server import Request, Responder, start_server
+
+    seen: list[bytes] = []
+
+    def handler(request: Request, responder: Responder) -> None:
+        seen.append(request.body)
+        responder.respond(200, [], b"ok")
+
+    server, _ = await start_server(
+        handler, host="127.0.0.1", port=0, max_body_bytes=1024, request_timeout=0.5
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # Refused on the headers alone: the body is never waited for.
+        writer.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-length: 999999\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 413") and b"1024 bytes" in answer
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+        writer.close()
+        assert seen == []
+    finally:
+        server.close()

@@ -20,7 +20,8 @@ dispatch stays as it is and a frontend without a gateway pays nothing:
 - An identity that may not use every server gets the lists (tools,
   prompts, resources, templates) with only what it may use, filtered page by
   page (a page may come out shorter; its cursor stays valid), and its
-  completions and subscriptions for other servers are refused.
+  completions and subscriptions for other servers are refused; the
+  ``initialize`` answer carries only its servers' instructions.
 
 It sits on every message, so it is cheap: one dict lookup for a message it
 does not care about; for a reply, two substring searches unless the reply
@@ -29,7 +30,7 @@ carries an error, which is then parsed to tell which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
@@ -120,8 +121,9 @@ class CallPolicy:
         self.identity: Identity | None = None
         self.everything = True
         self.tickets: dict[RequestId, CallTicket] = {}
-        #: List requests of a restricted identity waiting for their answer: id -> kind.
-        self.lists: dict[RequestId, Kind] = {}
+        #: Lists (and ``initialize``) asked for by a restricted identity, by id: their
+        #: answers are filtered on the way out.
+        self.lists: dict[RequestId, Kind | Literal["initialize"]] = {}
         self.use(identity)
 
     def use(self, identity: Identity | None) -> None:
@@ -147,6 +149,8 @@ class CallPolicy:
                     kind = _LISTS.get(method)
                     if kind is not None:
                         self.lists[mid] = kind
+                    elif method == "initialize":
+                        self.lists[mid] = "initialize"
                     elif method in _SCOPED:
                         return self._scoped(method, mid, msg.get("params"), channel)
             return True
@@ -231,7 +235,7 @@ class CallPolicy:
                 return self._filtered(kind, data)
         return data
 
-    def _filtered(self, kind: Kind, data: bytes) -> bytes:
+    def _filtered(self, kind: Kind | Literal["initialize"], data: bytes) -> bytes:
         identity = self.identity
         if identity is None:
             return data
@@ -242,6 +246,8 @@ class CallPolicy:
         result = msg.get("result") if isinstance(msg, dict) else None
         if not isinstance(result, dict):
             return data
+        if kind == "initialize":
+            return self._initialized(identity, msg, result)
         items = result.get(kind)
         if not isinstance(items, list):
             return data
@@ -250,6 +256,19 @@ class CallPolicy:
         if len(kept) == len(items):
             return data
         result[kind] = kept
+        return orjson.dumps(msg)
+
+    def _initialized(self, identity: Identity, msg: JsonObject, result: JsonObject) -> bytes:
+        """The ``initialize`` answer with only the instructions of servers ``identity`` sees."""
+        texts = [
+            f"{b.name}: {b.instructions}"
+            for b in sorted(self.router.backends(), key=lambda b: b.name)
+            if b.instructions and identity.sees(b.name)
+        ]
+        if texts:
+            result["instructions"] = "\n\n".join(texts)
+        else:
+            result.pop("instructions", None)
         return orjson.dumps(msg)
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
@@ -147,11 +148,23 @@ async def run_kubernetes(
         name="kube-follow",
     )
     serving = asyncio.create_task(serve(make_router(table, published)), name="router-serve")
+    # SIGTERM (a pod being stopped) ends the run like a cancellation: sessions are closed
+    # and the caller's clean-up (the private tokens file) runs.
+    terminated = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, terminated.set)
+    ending = asyncio.create_task(terminated.wait(), name="sigterm")
     try:
-        done, _ = await asyncio.wait({follower, serving}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+        done, _ = await asyncio.wait(
+            {follower, serving, ending}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {ending}:
             task.result()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        ending.cancel()
         for task in (serving, follower):
             if not task.done():
                 task.cancel()
