@@ -206,6 +206,19 @@ def test_watch_namespaces_get_one_role_each_and_router_can_be_off(chart: helm.Ch
     assert "port-forward" not in notes
 
 
+def test_router_without_auth_says_so(chart: helm.Chart) -> None:
+    values = {"router": {"auth": {"enabled": False}}}
+    chart.validate_schema(values)
+    objects, _ = render(chart, values)
+    rc = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]
+    assert "--allow-unauthenticated" in rc["args"]
+    assert "MCP_FLEET_ROUTER_TOKEN" not in {e["name"] for e in rc["env"]}
+    assert "MCP_FLEET_SESSION_KEY" in {e["name"] for e in rc["env"]}
+    assert [s["metadata"]["name"] for s in by_kind(objects, "Secret")] == [
+        "mcp-fleet-router-session"
+    ]
+
+
 def test_rbac_is_least_privilege(chart: helm.Chart) -> None:
     for values in (None, NON_DEFAULT):
         objects, _ = render(chart, values)

@@ -21,6 +21,7 @@ stderr (so ``--audit-log -`` is refused there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 _ROUTER = "Router"
 _GATEWAY = "Gateway (HTTP)"
+_KUBE = "Kubernetes"
 
 
 class TransportChoice(StrEnum):
@@ -182,6 +184,51 @@ PublicMetricsOpt = Annotated[
 ]
 
 
+KubernetesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--kubernetes",
+        help="Serve the Ready MCPServers of a cluster (in a pod: its service account; "
+        "else $KUBECONFIG). With $MCP_FLEET_ROUTER_TOKEN set, every request needs it.",
+        rich_help_panel=_KUBE,
+    ),
+]
+NamespaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--namespace",
+        help="Namespace whose MCPServers to serve (repeatable; default: the pod's own).",
+        rich_help_panel=_KUBE,
+        show_default=False,
+    ),
+]
+AllNamespacesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-namespaces", help="Serve MCPServers of every namespace.", rich_help_panel=_KUBE
+    ),
+]
+SelectorOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--selector",
+        help="Serve only MCPServers with this label, key=value (repeatable).",
+        rich_help_panel=_KUBE,
+        show_default=False,
+    ),
+]
+SessionKeyEnvOpt = Annotated[
+    str,
+    typer.Option(
+        "--session-key-env",
+        metavar="VAR",
+        help="Environment variable holding the key that signs session ids, so that every "
+        "replica serves every session (comma-separated keys: the first signs, all verify).",
+        rich_help_panel=_KUBE,
+    ),
+]
+
+
 @dataclass(frozen=True)
 class GatewayOptions:
     """The gateway's command-line options, shared by ``router`` and ``up``."""
@@ -270,7 +317,10 @@ def router_command(
     ] = None,
     call_timeout: Annotated[
         float,
-        typer.Option("--call-timeout", help="Seconds a --server call may take before it fails."),
+        typer.Option(
+            "--call-timeout",
+            help="Seconds a --server (or --kubernetes) call may take before it fails.",
+        ),
     ] = conventions.DEFAULT_CALL_TIMEOUT_SECONDS,
     transport: TransportOpt = TransportChoice.STDIO,
     host: HostOpt = conventions.DEFAULT_HTTP_HOST,
@@ -285,6 +335,11 @@ def router_command(
     audit_arguments: AuditArgumentsOpt = False,
     max_body_bytes: MaxBodyOpt = 32 * 1024 * 1024,
     public_metrics: PublicMetricsOpt = False,
+    kubernetes: KubernetesOpt = False,
+    namespace: NamespaceOpt = None,
+    all_namespaces: AllNamespacesOpt = False,
+    selector: SelectorOpt = None,
+    session_key_env: SessionKeyEnvOpt = "MCP_FLEET_SESSION_KEY",
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
     registry: RegistryOpt = None,
@@ -292,7 +347,8 @@ def router_command(
     tools_config: ToolsOpt = None,
     secrets: SecretsOpt = None,
 ) -> None:
-    """Run the router alone: in front of a fleet's containers, or of --server commands."""
+    """Run the router alone: in front of a fleet's containers, of --server commands, or of
+    a cluster's MCPServers (--kubernetes)."""
     from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec, parse_server_option
     from mcp_fleet.router.follow import follow_docker_fleet
     from mcp_fleet.router.http_service import router_status
@@ -300,6 +356,25 @@ def router_command(
     from mcp_fleet.router.serve import run, serve
 
     stdio = transport is TransportChoice.STDIO
+    gateway_options = GatewayOptions(
+        allow_unauthenticated=allow_unauthenticated,
+        allowed_hosts=tuple(allowed_host or ()),
+        allowed_origins=tuple(allow_origin or ()),
+        audit_log=audit_log,
+        audit_arguments=audit_arguments,
+        max_body_bytes=max_body_bytes,
+        public_metrics=public_metrics,
+    )
+    if kubernetes:
+        if server:
+            raise fail("--kubernetes and --server exclude each other", code=EXIT_BAD_INPUT)
+        kubernetes_router(
+            gateway_options, namespace=namespace, all_namespaces=all_namespaces,
+            selector=selector, session_key_env=session_key_env, transport=transport,
+            host=host, port=port, prefix=prefix, tools=tools, page_size=page_size,
+            call_timeout=call_timeout,
+        )  # fmt: skip
+        return
     with exit_on_error():
         adhoc = [parse_server_option(s) for s in server or ()]
         files = (
@@ -308,15 +383,7 @@ def router_command(
             else fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
         )
     home = files.home if files is not None else conventions.fleet_home(dir)
-    settings = GatewayOptions(
-        allow_unauthenticated=allow_unauthenticated,
-        allowed_hosts=tuple(allowed_host or ()),
-        allowed_origins=tuple(allow_origin or ()),
-        audit_log=audit_log,
-        audit_arguments=audit_arguments,
-        max_body_bytes=max_body_bytes,
-        public_metrics=public_metrics,
-    ).settings(home=home, host=host, stdio=stdio)
+    settings = gateway_options.settings(home=home, host=host, stdio=stdio)
 
     def on_ready(where: str) -> None:
         if not stdio:
@@ -372,6 +439,73 @@ def router_command(
             run(main())
     except KeyboardInterrupt:
         pass
+
+
+def kubernetes_router(
+    gateway_options: GatewayOptions,
+    *,
+    namespace: list[str] | None,
+    all_namespaces: bool,
+    selector: list[str] | None,
+    session_key_env: str,
+    transport: TransportChoice,
+    host: str,
+    port: int,
+    prefix: PrefixChoice,
+    tools: list[str] | None,
+    page_size: int,
+    call_timeout: float,
+) -> None:
+    """``router --kubernetes``: follow the cluster's MCPServers (``router.kube_router``)."""
+    from mcp_fleet.endpoints import EndpointTable
+    from mcp_fleet.router.kube_follow import parse_selector
+    from mcp_fleet.router.kube_router import (
+        env_tokens_file,
+        resolve_namespaces,
+        run_kubernetes,
+        session_signer,
+    )
+    from mcp_fleet.router.router import Router
+    from mcp_fleet.router.serve import run, serve
+
+    stdio = transport is TransportChoice.STDIO
+    with contextlib.ExitStack() as stack:
+        try:
+            namespaces = resolve_namespaces(namespace, all_namespaces=all_namespaces)
+            labels = parse_selector(selector or ())
+            signer = None if stdio else session_signer(session_key_env)
+            # A token from the environment is hashed into a private fleet directory.
+            tokens_file = stack.enter_context(env_tokens_file())
+        except ValueError as exc:
+            raise fail(str(exc), code=EXIT_BAD_INPUT) from None
+        home = tokens_file.parent if tokens_file is not None else conventions.fleet_home(None)
+        settings = gateway_options.settings(home=home, host=host, stdio=stdio)
+
+        def on_ready(where: str) -> None:
+            if not stdio:
+                err_console.print(f"mcp-fleet router listening on {where}", markup=False)
+
+        def make_router(table: EndpointTable, published: asyncio.Event) -> Router:
+            return Router(
+                table, prefix=prefix.value, tools=tools or (), page_size=page_size,
+                on_event=backend_metrics, published=published,
+            )  # fmt: skip
+
+        async def serve_router(router: Router) -> None:
+            await serve(
+                router, transport=transport.value, host=host, port=port, gateway=settings,
+                on_ready=on_ready, session_signer=signer,
+            )  # fmt: skip
+
+        main = run_kubernetes(
+            make_router, serve_router, namespaces=namespaces, selector=labels,
+            call_timeout=call_timeout,
+        )  # fmt: skip
+        try:
+            with exit_on_error():
+                run(main)
+        except KeyboardInterrupt:
+            pass
 
 
 def client_config_command(

@@ -20,6 +20,11 @@ messages that belong to no request (list changes, log messages, resource
 updates); without one, such messages ride on a request stream still open,
 or wait (bounded) for the next GET.
 
+With a ``SessionSigner`` (``session_token``), a session id is a signed
+token carrying what the session needs from its ``initialize``; an id this
+replica does not know but another replica signed restores the session here,
+so several router replicas serve one Service without session affinity.
+
 Legacy SSE (2024-11-05): GET ``/sse`` opens a stream whose first event names
 the URL to POST messages to; every answer goes on that stream.
 
@@ -51,6 +56,13 @@ from mcp_fleet.router.http_server import Request, Responder
 from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
+from mcp_fleet.router.session_token import (
+    ForeignSession,
+    InvalidSessionToken,
+    SessionClaims,
+    SessionSigner,
+    restore,
+)
 
 if TYPE_CHECKING:
     from mcp_fleet.gateway.guard import CallGuard
@@ -178,6 +190,7 @@ class HttpFrontend:
         messages_path: str = "/messages",
         guard: CallGuard | None = None,
         idle_seconds: float = SESSION_IDLE_SECONDS,
+        session_signer: SessionSigner | None = None,
     ) -> None:
         self.router = router
         self.path = path.rstrip("/") or "/"
@@ -186,6 +199,8 @@ class HttpFrontend:
         #: The gateway's per-call guard (None: calls go through unchecked and uncounted).
         self.guard = guard
         self.idle_seconds = idle_seconds
+        #: Signs session ids so that any replica restores them (None: random ids).
+        self.session_signer = session_signer
         self.sessions: dict[str, HttpSession] = {}
 
     def handle(
@@ -215,8 +230,22 @@ class HttpFrontend:
         else:
             responder.respond(404, _TEXT, b"Not Found")
 
-    def _new_session(self, identity: Identity, *, legacy: bool = False) -> HttpSession:
-        sid = secrets.token_hex(16)
+    def _new_session(
+        self,
+        identity: Identity,
+        *,
+        legacy: bool = False,
+        params: object = None,
+        sid: str | None = None,
+    ) -> HttpSession:
+        """A new session: ``params`` are its initialize's (signed into the id when a signer
+        is set); ``sid`` is given when a session begun elsewhere is restored."""
+        if sid is None:
+            signer = None if legacy else self.session_signer
+            if signer is not None:
+                sid = signer.mint(SessionClaims.from_initialize(params), owner=identity.label)
+            else:
+                sid = secrets.token_hex(16)
         policy = None
         if self.guard is not None:
             policy = CallPolicy(self.guard, self.router, session_id=sid, identity=identity)
@@ -238,13 +267,17 @@ class HttpFrontend:
         headers = request.headers
         mid = msg.get("id")
         if mid is not None and msg.get("method") == "initialize":
-            hs = self._new_session(identity)
+            hs = self._new_session(identity, params=msg.get("params"))
         else:
             sid = headers.get("mcp-session-id")
             if sid is None:
                 _error(responder, 400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
                 return
-            found = self.sessions.get(sid)
+            try:
+                found = self.sessions.get(sid) or self._restore(sid, identity)
+            except ForeignSession:
+                _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
+                return
             if found is None:
                 _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
                 return
@@ -287,13 +320,36 @@ class HttpFrontend:
         self, sid: str | None, identity: Identity, responder: Responder
     ) -> HttpSession | None:
         """The session ``sid`` if ``identity`` owns it; else answers 400, 403 or 404."""
-        hs = self.sessions.get(sid) if sid is not None else None
+        try:
+            hs = (self.sessions.get(sid) or self._restore(sid, identity)) if sid else None
+        except ForeignSession:
+            responder.respond(403, _TEXT, _NOT_YOURS.encode())
+            return None
         if hs is None:
             responder.respond(400 if sid is None else 404, _TEXT, b"Session not found")
             return None
         if hs.owner != identity.label:
             responder.respond(403, _TEXT, _NOT_YOURS.encode())
             return None
+        return hs
+
+    def _restore(self, sid: str, identity: Identity) -> HttpSession | None:
+        """The session another replica began under ``sid``, restored here (None: not one).
+
+        Raises ``ForeignSession`` when ``sid`` was signed for another identity.
+        """
+        signer = self.session_signer
+        if signer is None:
+            return None
+        try:
+            claims = signer.verify(sid, owner=identity.label)
+        except ForeignSession:
+            raise  # signed for another identity: the caller answers 403
+        except InvalidSessionToken:
+            return None
+        hs = self._new_session(identity, sid=sid)
+        restore(hs.session, claims)
+        log.info("restored session of %s begun on another replica", identity.label)
         return hs
 
     def _get(self, request: Request, responder: Responder, identity: Identity) -> None:

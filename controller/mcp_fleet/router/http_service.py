@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mcp_fleet.gateway.callback import GatewayHandler
     from mcp_fleet.gateway.metrics import FleetMetrics
     from mcp_fleet.gateway.web import StatusProvider
+    from mcp_fleet.router.session_token import SessionSigner
 
 
 def router_status(router: Router, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -111,8 +112,12 @@ class HttpService:
         settings: GatewaySettings | None = None,
         status_provider: StatusProvider | None = None,
         metrics: FleetMetrics | None = None,
+        session_signer: SessionSigner | None = None,
     ) -> HttpService:
-        """Build the gateway around a frontend for ``router`` and listen on ``host:port``."""
+        """Build the gateway around a frontend for ``router`` and listen on ``host:port``.
+
+        ``session_signer`` signs session ids so any replica restores them (``session_token``).
+        """
         from mcp_fleet.gateway.app import Gateway, GatewaySettings
         from mcp_fleet.gateway.callback import GatewayHandler
 
@@ -122,7 +127,9 @@ class HttpService:
             status_provider=status_provider or (lambda: router_status(router)),
             metrics=metrics,
         )
-        frontend = HttpFrontend(router, path=path, guard=gateway.guard)
+        frontend = HttpFrontend(
+            router, path=path, guard=gateway.guard, session_signer=session_signer
+        )
         handler: GatewayHandler[Request, Responder] = GatewayHandler(frontend.handle, gateway)
         try:
             server, connections = await start_server(

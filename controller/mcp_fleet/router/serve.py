@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mcp_fleet.gateway.guard import CallGuard
     from mcp_fleet.gateway.metrics import FleetMetrics
     from mcp_fleet.gateway.web import StatusProvider
+    from mcp_fleet.router.session_token import SessionSigner
 
 Transport = Literal["stdio", "streamable-http", "sse"]
 
@@ -87,6 +88,7 @@ async def serve(
     metrics: FleetMetrics | None = None,
     on_listening: Callable[[], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    session_signer: SessionSigner | None = None,
 ) -> None:
     """Serve ``router`` on ``transport`` until the client leaves (stdio) or we are cancelled.
 
@@ -108,7 +110,7 @@ async def serve(
     else:
         service = await HttpService.open(
             router, host=host, port=port, path=path, settings=settings,
-            status_provider=status_provider, metrics=metrics,
+            status_provider=status_provider, metrics=metrics, session_signer=session_signer,
         )  # fmt: skip
         frontend_work = service.serve()
         where = service.url.replace(path, "/sse") if transport == "sse" else service.url
