@@ -17,14 +17,8 @@ from router_support import ECHO, PY, ROOT, TIME, ClientRunner, text_of, tool_nam
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-#: The CLI with ``up`` registered (main.py gets the line once the command lands there).
-LAUNCH = (
-    "from mcp_fleet.cli.main import app\n"
-    "from mcp_fleet.cli import up_cmd\n"
-    "names = {c.name for c in app.registered_commands}\n"
-    "'up' in names or up_cmd.register(app)\n"
-    "app()\n"
-)
+#: The CLI, run from the checkout.
+LAUNCH = "from mcp_fleet.cli.main import app\napp()\n"
 
 
 def registry(time_enabled: bool) -> str:
@@ -73,3 +67,31 @@ async def test_up_over_stdio_serves_the_fleet_and_follows_registry_edits(tmp_pat
         await until_tools(session, {"echo"})
     finally:
         await runner.aclose()
+
+
+async def test_a_second_up_on_the_same_fleet_fails_at_once(tmp_path: Path) -> None:
+    """Two ``up`` on one fleet: the second exits 1 naming the first, and serves nothing."""
+    home = tmp_path / "fleet"
+    write_fleet(home)
+    first = await asyncio.create_subprocess_exec(
+        PY, "-c", LAUNCH, "up", "--transport", "stdio", "--dir", str(home),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
+    )  # fmt: skip
+    try:
+        lock = home / ".state" / "controller.lock"
+        for _ in range(300):
+            if lock.exists() and lock.read_text().strip() == str(first.pid):
+                break
+            await asyncio.sleep(0.1)
+        second = await asyncio.create_subprocess_exec(
+            PY, "-c", LAUNCH, "up", "--port", "0", "--dir", str(home),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(second.communicate(), timeout=60)
+        assert second.returncode == 1, (out, err)
+        assert f"another controller (pid {first.pid}) already manages" in err.decode()
+        assert b"serving" not in out
+    finally:
+        first.terminate()
+        await first.wait()

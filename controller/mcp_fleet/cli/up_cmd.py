@@ -191,6 +191,7 @@ def up_command(
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, main_task.cancel)
         try:
+            controller.claim()
             await serve(
                 router, transport=transport.value, host=host, port=port, gateway=settings,
                 status_provider=lambda: router_status(router, controller.status().to_json()),

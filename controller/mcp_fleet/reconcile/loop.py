@@ -561,6 +561,15 @@ class Controller:
 
     # The lock.
 
+    def claim(self) -> None:
+        """Take the fleet's controller lock now rather than in ``run``.
+
+        ``mcp-fleet up`` calls it before it starts serving, so a second ``up``
+        on the same fleet fails at once with ``ControllerBusy`` instead of
+        serving an empty fleet. Idempotent; ``aclose`` releases it.
+        """
+        self._acquire_lock()
+
     def _acquire_lock(self) -> None:
         if not self.lock or self._lock_file is not None:
             return

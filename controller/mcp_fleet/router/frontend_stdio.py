@@ -13,9 +13,12 @@ Nothing but protocol is written to stdout: logs go to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import stat
 import sys
+import threading
 from typing import IO, TYPE_CHECKING, Final
 
 from mcp_fleet.router import jsonrpc
@@ -54,17 +57,44 @@ async def open_stdio(
     """A ``NewlineStream`` over this process's stdin and stdout (or the given pipes)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES, loop=loop)
+    in_fd = _pipe_like((stdin or sys.stdin.buffer).fileno(), reading=True)
     await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), stdin or sys.stdin.buffer
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(in_fd, "rb", 0)
     )
     out = stdout or sys.stdout.buffer
     # A duplicate so closing our transport never closes the interpreter's own stdout.
-    out_file = os.fdopen(os.dup(out.fileno()), "wb", buffering=0)
+    out_file = os.fdopen(_pipe_like(out.fileno(), reading=False), "wb", buffering=0)
     transport, protocol = await loop.connect_write_pipe(
         lambda: asyncio.streams.FlowControlMixin(loop=loop), out_file
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     return NewlineStream(reader, writer), writer
+
+
+def _pipe_like(fd: int, *, reading: bool) -> int:
+    """A duplicate of ``fd`` that event loops accept as a pipe.
+
+    Pipe transports take pipes, sockets and terminals; stdin or stdout
+    redirected to a regular file or ``/dev/null`` (``up --transport stdio >
+    log``) is none of these, and uvloop aborts the process on it. Anything
+    else is bridged through a real pipe by a daemon thread that copies bytes
+    between the two.
+    """
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+        return os.dup(fd)
+    pipe_read, pipe_write = os.pipe()
+    source, target = (os.dup(fd), pipe_write) if reading else (pipe_read, os.dup(fd))
+
+    def copy() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(source, 65536):
+                os.write(target, chunk)
+        os.close(source)
+        os.close(target)
+
+    threading.Thread(target=copy, name="stdio-file-bridge", daemon=True).start()
+    return pipe_read if reading else pipe_write
 
 
 async def serve_stream(
