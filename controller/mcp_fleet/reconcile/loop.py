@@ -141,6 +141,8 @@ class Controller:
         self._wake_at: float | None = None
         self._pass_lock = asyncio.Lock()
         self._lock_file: IO[str] | None = None
+        #: A pass has run (so ``aclose`` has a status worth writing).
+        self._ran = False
         self._signature: tuple[tuple[str, int, int, int], ...] = ()
         self._loaded_at = float("-inf")
 
@@ -173,6 +175,7 @@ class Controller:
     async def reconcile_once(self) -> StatusSnapshot:
         """One pass: load, observe, plan, apply (repeated until nothing is left to do)."""
         self._acquire_lock()
+        self._ran = True
         async with self._pass_lock:
             desired = await self._load()
             observed = await self._observe()
@@ -252,7 +255,8 @@ class Controller:
         for runtime in self.runtimes.values():
             with contextlib.suppress(Exception):
                 await runtime.aclose()
-        if self.write_status_file and self._lock_file is not None:
+        # A controller that only claimed the lock (``up`` failing to bind) leaves no status.
+        if self.write_status_file and self._lock_file is not None and self._ran:
             servers = tuple(
                 replace(s, state=ServerState.STOPPED, reason=REASON_CONTROLLER_EXITED,
                         message="process servers end with their controller", instance=None,
