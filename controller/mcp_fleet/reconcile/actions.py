@@ -25,12 +25,11 @@ def short_hash(config_hash: str) -> str:
     return config_hash[:8]
 
 
-@dataclass(frozen=True, slots=True)
-class Remove:
-    """Stop and remove an instance (disabled, gone, orphaned, stale, exited, leftover)."""
+class _OnInstance:
+    """An action on one running instance: named ``server:NAME/INSTANCE``."""
 
+    __slots__ = ()
     instance: Instance
-    cause: str
 
     @property
     def server(self) -> str:
@@ -40,11 +39,34 @@ class Remove:
     def resource(self) -> str:
         return f"server:{self.instance.server}/{self.instance.instance_id}"
 
+
+class _OnSpec:
+    """An action that starts an instance of a spec: named ``server:NAME``."""
+
+    __slots__ = ()
+    spec: ServerSpec
+
+    @property
+    def server(self) -> str:
+        return self.spec.name
+
+    @property
+    def resource(self) -> str:
+        return f"server:{self.spec.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Remove(_OnInstance):
+    """Stop and remove an instance (disabled, gone, orphaned, stale, exited, leftover)."""
+
+    instance: Instance
+    cause: str
+
     verb = "remove"
 
 
 @dataclass(frozen=True, slots=True)
-class ScaleDown:
+class ScaleDown(_OnInstance):
     """Stop the idle instance of an on-demand server (scale to zero).
 
     Unlike ``Remove`` it is conditional: the executor first asks the router
@@ -55,38 +77,22 @@ class ScaleDown:
     instance: Instance
     cause: str
 
-    @property
-    def server(self) -> str:
-        return self.instance.server
-
-    @property
-    def resource(self) -> str:
-        return f"server:{self.instance.server}/{self.instance.instance_id}"
-
     verb = "scale-down"
 
 
 @dataclass(frozen=True, slots=True)
-class Create:
+class Create(_OnSpec):
     """Start a first instance of a server and probe it (absent, or restarting after an exit)."""
 
     spec: ServerSpec
     runtime: RuntimeKind
     cause: str
 
-    @property
-    def server(self) -> str:
-        return self.spec.name
-
-    @property
-    def resource(self) -> str:
-        return f"server:{self.spec.name}"
-
     verb = "create"
 
 
 @dataclass(frozen=True, slots=True)
-class Replace:
+class Replace(_OnSpec):
     """Start a new instance for a changed spec, probe it, then stop the old one."""
 
     spec: ServerSpec
@@ -94,19 +100,11 @@ class Replace:
     old: Instance
     cause: str
 
-    @property
-    def server(self) -> str:
-        return self.spec.name
-
-    @property
-    def resource(self) -> str:
-        return f"server:{self.spec.name}"
-
     verb = "replace"
 
 
 @dataclass(frozen=True, slots=True)
-class Adopt:
+class Adopt(_OnInstance):
     """Take ownership of an instance a previous controller started, and probe it.
 
     ``retire`` are older instances of the server (another config hash) to stop
@@ -117,19 +115,11 @@ class Adopt:
     cause: str
     retire: tuple[Instance, ...] = ()
 
-    @property
-    def server(self) -> str:
-        return self.instance.server
-
-    @property
-    def resource(self) -> str:
-        return f"server:{self.instance.server}/{self.instance.instance_id}"
-
     verb = "adopt"
 
 
 @dataclass(frozen=True, slots=True)
-class Probe:
+class Probe(_OnInstance):
     """Run the readiness probe (MCP initialize) against a running instance.
 
     ``retire`` are older instances of the server to stop once this one is ready.
@@ -138,14 +128,6 @@ class Probe:
     instance: Instance
     cause: str
     retire: tuple[Instance, ...] = ()
-
-    @property
-    def server(self) -> str:
-        return self.instance.server
-
-    @property
-    def resource(self) -> str:
-        return f"server:{self.instance.server}/{self.instance.instance_id}"
 
     verb = "probe"
 
