@@ -37,6 +37,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+from controller_support import call_echo, state, until
 from mcp_fleet import conventions
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
@@ -217,26 +218,6 @@ async def running(fleet: Fleet) -> AsyncIterator[tuple[Fleet, Controller, Record
         await asyncio.wait_for(ctl.aclose(), 15)
 
 
-async def until(
-    ctl: Controller, check: Callable[[StatusSnapshot], bool], *, within: float = 30.0
-) -> StatusSnapshot:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        snap = ctl.status()
-        if check(snap):
-            return snap
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met in {within} s; status: {ctl.status().to_json()}")
-
-
-def state(name: str, wanted: ServerState) -> Callable[[StatusSnapshot], bool]:
-    def check(snap: StatusSnapshot) -> bool:
-        st = snap.server(name)
-        return st is not None and st.state is wanted
-
-    return check
-
-
 def server(snap: StatusSnapshot, name: str) -> ServerStatus:
     st = snap.server(name)
     assert st is not None, f"{name} not in status {snap.to_json()}"
@@ -258,32 +239,6 @@ async def settles(check: Callable[[], bool], *, within: float = 10.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return await asyncio.to_thread(check)
-
-
-async def call_echo(endpoint: StreamEndpoint, text: str) -> str:
-    """Take the probed container over as a router would: initialize again, call a tool."""
-    stream = await endpoint.open()
-    try:
-        params = {"protocolVersion": conventions.MCP_PROTOCOL_VERSION, "capabilities": {},
-                  "clientInfo": {"name": "t", "version": "0"}}  # fmt: skip
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
-        await stream.send(json.dumps(init).encode())
-        await _answer(stream, 1)
-        await stream.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
-        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"text": text}}}  # fmt: skip
-        await stream.send(json.dumps(call).encode())
-        result = await _answer(stream, 2)
-        return str(result["result"]["content"][0]["text"])
-    finally:
-        await stream.aclose()
-
-
-async def _answer(stream: Any, rid: int) -> dict[str, Any]:
-    while True:
-        doc = json.loads(await asyncio.wait_for(stream.receive(), 10))
-        if doc.get("id") == rid:
-            return dict(doc)
 
 
 # -- scenarios with a controller in this process -------------------------------

@@ -25,13 +25,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from controller_support import call_echo, state, until
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
 from mcp_fleet.logsetup import setup_logging
 from mcp_fleet.model import RuntimeKind
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.loop import Controller
-from mcp_fleet.reconcile.snapshot import StatusSnapshot
 from mcp_fleet.runtimes.process import read_stat
 from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.status import ServerState
@@ -141,26 +141,6 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
         await asyncio.wait_for(ctl.aclose(), 15)
 
 
-async def until(
-    ctl: Controller, check: Callable[[StatusSnapshot], bool], *, within: float = 30.0
-) -> StatusSnapshot:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        snap = ctl.status()
-        if check(snap):
-            return snap
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met in {within} s; status: {ctl.status().to_json()}")
-
-
-def state(name: str, wanted: ServerState) -> Callable[[StatusSnapshot], bool]:
-    def check(snap: StatusSnapshot) -> bool:
-        st = snap.server(name)
-        return st is not None and st.state is wanted
-
-    return check
-
-
 def pid_of(instance_id: str | None) -> int:
     assert instance_id and instance_id.startswith("pid:")
     return int(instance_id.split(":")[1])
@@ -184,29 +164,6 @@ def processes_with(text: str) -> list[int]:
         if text in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
-
-
-async def call_echo(endpoint: StreamEndpoint, text: str) -> str:
-    """Take the probed stream over as a router would: initialize again, then call a tool."""
-    stream = await endpoint.open()
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
-    await stream.send(json.dumps(init).encode())
-    await _answer(stream, 1)
-    await stream.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
-    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"text": text}}}  # fmt: skip
-    await stream.send(json.dumps(call).encode())
-    result = await _answer(stream, 2)
-    return str(result["result"]["content"][0]["text"])
-
-
-async def _answer(stream, rid: int) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    while True:
-        doc = json.loads(await asyncio.wait_for(stream.receive(), 10))
-        if doc.get("id") == rid:
-            return doc  # type: ignore[no-any-return]
 
 
 async def test_enable_change_disable(running: tuple[Fleet, Controller]) -> None:
