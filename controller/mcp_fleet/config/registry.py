@@ -109,9 +109,14 @@ def load_registry(path: Path) -> Registry:
 
 def load_config(path: Path) -> dict[str, dict[str, Any]]:
     """config.yaml: ``{server: {key: value}}``; missing file is empty."""
+    return read_config(path)[0]
+
+
+def read_config(path: Path) -> tuple[dict[str, dict[str, Any]], YamlDoc | None]:
+    """``load_config``, and the parsed file (for the lines of later diagnostics)."""
     doc = _read_optional(path)
     if doc is None or doc.data is None:
-        return {}
+        return {}, doc
     if not isinstance(doc.data, dict):
         raise FleetConfigError(
             doc.diag((), f"expected a mapping of server: settings, got {describe(doc.data)}")
@@ -127,7 +132,7 @@ def load_config(path: Path) -> dict[str, dict[str, Any]]:
         out[server] = values
     if errors:
         raise FleetConfigError(errors)
-    return out
+    return out, doc
 
 
 def load_tools(path: Path) -> dict[str, tuple[str, ...]]:

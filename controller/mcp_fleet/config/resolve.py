@@ -30,9 +30,11 @@ from typing import Any
 
 from mcp_fleet import conventions
 from mcp_fleet.config.catalogs import UNSUPPORTED_TYPE_KEY, LayeredCatalog, load_catalogs
-from mcp_fleet.config.registry import RegistryEntry, load_config, load_registry, load_tools
+from mcp_fleet.config.config_check import check_config, warning
+from mcp_fleet.config.registry import RegistryEntry, load_registry, load_tools, read_config
 from mcp_fleet.config.secrets import SecretsFile, load_secrets
 from mcp_fleet.config.templates import TemplateError, render
+from mcp_fleet.config.yamlsource import YamlDoc
 from mcp_fleet.errors import Diagnostic, FleetConfigError, Severity
 from mcp_fleet.model import (
     CatalogEntry,
@@ -118,8 +120,15 @@ class _Resolver:
         secrets: SecretsFile,
         registry: Mapping[str, RegistryEntry],
         registry_path: Path,
+        *,
+        config_file: Path,
+        config_doc: YamlDoc | None = None,
     ) -> None:
         self.catalog = catalog
+        self.config_file = config_file
+        self.config_doc = config_doc
+        #: Warnings found while resolving (a catalog's broken config schema).
+        self.warnings: list[Diagnostic] = []
         self.tools = tools
         self.secrets = secrets
         self.registry_path = registry_path
@@ -252,6 +261,40 @@ class _Resolver:
             )
         return out
 
+    def config_problems(self, entry: CatalogEntry, reg: RegistryEntry) -> list[Diagnostic]:
+        """The server's settings against its catalog's ``config`` schema (see config_check)."""
+
+        def locate(path: tuple[str | int, ...], message: str) -> Diagnostic:
+            field = ".".join(map(str, path))
+            if path and path[0] == reg.name and len(path) > 1 and path[1] in reg.config:
+                inline = ".".join(map(str, path[1:]))
+                return self.problem(reg, message, f"registry.{reg.name}.config.{inline}")
+            doc = self.config_doc
+            return Diagnostic(
+                message=message,
+                file=self.config_file,
+                line=doc.line(path) if doc is not None else None,
+                field=field,
+                server=reg.name,
+            )
+
+        def catalog_problem(message: str) -> Diagnostic:
+            return warning(
+                Diagnostic(
+                    message=message,
+                    file=entry.source,
+                    line=entry.source_line,
+                    field=f"registry.{entry.name}.config",
+                    server=reg.name,
+                )
+            )
+
+        assert entry.config_schema is not None
+        return check_config(
+            reg.name, entry.config_schema, self.config, locate=locate,
+            catalog_problem=catalog_problem,
+        )  # fmt: skip
+
     def resolve(self, reg: RegistryEntry) -> ServerSpec:
         problems: list[Diagnostic] = []
         if not conventions.SERVER_NAME_RE.match(reg.name):
@@ -279,6 +322,10 @@ class _Resolver:
                 )
             entry, env = self.fill(entry, reg, problems)
             secret_env = self.secret_env(entry, reg, problems)
+            if entry.config_schema:
+                for diag in self.config_problems(entry, reg):
+                    is_warning = diag.severity is Severity.WARNING
+                    (self.warnings if is_warning else problems).append(diag)
         return ServerSpec(
             name=reg.name,
             enabled=reg.enabled,
@@ -312,16 +359,21 @@ def load_fleet(files: FleetFiles, *, fleet: str | None = None) -> DesiredState:
 
     catalog: LayeredCatalog | None = attempt(load_catalogs, files.catalogs)
     registry = attempt(load_registry, files.registry)
-    config = attempt(load_config, files.config)
+    config_read = attempt(read_config, files.config)
+    config, config_doc = config_read if config_read is not None else ({}, None)
     tools = attempt(load_tools, files.tools)
     secrets: SecretsFile | None = attempt(load_secrets, files.secrets)
     if errors or catalog is None or registry is None or secrets is None:
         raise FleetConfigError(errors)
 
-    resolver = _Resolver(catalog, config, tools, secrets, registry.entries, registry.path)
+    resolver = _Resolver(
+        catalog, config, tools, secrets, registry.entries, registry.path,
+        config_file=files.config, config_doc=config_doc,
+    )  # fmt: skip
     servers = {name: resolver.resolve(reg) for name, reg in sorted(registry.entries.items())}
 
     diagnostics: list[Diagnostic] = [*catalog.diagnostics, *registry.diagnostics]
+    diagnostics.extend(resolver.warnings)
     diagnostics.extend(secrets.diagnostics)
     for name in tools or {}:
         if name not in registry.entries:
