@@ -30,6 +30,7 @@ carries an error, which is then parsed to tell which.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
@@ -105,7 +106,9 @@ def _server_of(table: RoutingTable, method: str, params: JsonObject) -> str | No
 class CallPolicy:
     """The guard applied to one client session (see the module docstring)."""
 
-    __slots__ = ("everything", "guard", "identity", "lists", "router", "session_id", "tickets")
+    __slots__ = (
+        "everything", "guard", "headers", "identity", "lists", "router", "session_id", "tickets",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -119,6 +122,8 @@ class CallPolicy:
         self.router = router
         self.session_id = session_id
         self.identity: Identity | None = None
+        #: The HTTP headers of the request being handled (its trace context, when tracing).
+        self.headers: Mapping[str, str] | None = None
         self.everything = True
         self.tickets: dict[RequestId, CallTicket] = {}
         #: Lists (and ``initialize``) asked for by a restricted identity, by id: their
@@ -126,8 +131,9 @@ class CallPolicy:
         self.lists: dict[RequestId, Kind | Literal["initialize"]] = {}
         self.use(identity)
 
-    def use(self, identity: Identity | None) -> None:
-        """The identity of the request being handled (HTTP: each request brings its own)."""
+    def use(self, identity: Identity | None, headers: Mapping[str, str] | None = None) -> None:
+        """The identity (and headers) of the request being handled (HTTP: each brings its own)."""
+        self.headers = headers
         if identity is not self.identity:
             self.identity = identity
             self.everything = identity is None or identity.allow.everything
@@ -140,7 +146,7 @@ class CallPolicy:
         False: it was refused and answered through ``channel``; do not pass it on.
         """
         method = msg.get("method")
-        if method not in _CALLS:
+        if type(method) is not str or method not in _CALLS:  # {} or [] would not hash
             if method == "notifications/cancelled":
                 self._cancelled(msg.get("params"))
             elif not self.everything and type(method) is str:
@@ -187,6 +193,8 @@ class CallPolicy:
             method=method,
             request_bytes=size,
             arguments=arguments if type(arguments) is dict else None,
+            message=msg,
+            headers=self.headers,
         )
         if isinstance(ticket, dict):
             channel.send(
@@ -227,7 +235,7 @@ class CallPolicy:
             ticket = self.tickets.pop(related, None)
             if ticket is not None:
                 outcome, error = reply_outcome(data)
-                ticket.finish(outcome=outcome, response_bytes=len(data), error=error)
+                ticket.finish(outcome=outcome, response_bytes=len(data), error=error, reply=data)
                 return data
         if self.lists:
             kind = self.lists.pop(related, None)

@@ -5,8 +5,10 @@ here: a resource subscription is held at the backend once however many
 clients hold it (and dropped with the last one); the log level sent to
 backends is the most verbose any client asked for, while each client still
 receives only the messages at or above its own level. Notifications from a
-backend fan out to the clients they concern; a server-to-client request
-(sampling, elicitation, roots) goes to the client whose call caused it.
+backend fan out to the clients they concern, never to a client whose
+identity's allow-list leaves that server out (``RouterSession.sees``); a
+server-to-client request (sampling, elicitation, roots) goes to the client
+whose call caused it.
 
 ``Router`` builds on this (``ClientHub`` is its base): the hub knows
 sessions, the router knows backends.
@@ -149,7 +151,7 @@ class ClientHub:
             level = params.get("level") if isinstance(params, dict) else None
             data = jsonrpc.dumps(msg)
             for session in list(self.sessions):
-                if session.initialized and session.wants_log(level):
+                if session.initialized and session.wants_log(level) and session.sees(backend.name):
                     session.channel.send(data)
         elif method == "notifications/resources/updated":
             uri = params.get("uri") if isinstance(params, dict) else None
@@ -157,7 +159,8 @@ class ClientHub:
             if holders:
                 data = jsonrpc.dumps(msg)
                 for session in list(holders):
-                    session.channel.send(data)
+                    if session.sees(backend.name):
+                        session.channel.send(data)
         elif method in REFRESH_ON:
             self._schedule_refresh(backend, REFRESH_ON[method])
         elif method == "notifications/cancelled":
@@ -171,7 +174,7 @@ class ClientHub:
         else:
             data = jsonrpc.dumps(msg)
             for session in list(self.sessions):
-                if session.initialized:
+                if session.initialized and session.sees(backend.name):
                     session.channel.send(data)
 
     def backend_request(self, backend: BackendSession, msg: JsonObject) -> None:
@@ -180,7 +183,11 @@ class ClientHub:
         target, related = self._caller_of(backend, needed)
         if target is None:
             for session in self.sessions:
-                if session.initialized and session.has_capability(needed):
+                if (
+                    session.initialized
+                    and session.has_capability(needed)
+                    and session.sees(backend.name)
+                ):
                     target = session
                     break
         if target is None:

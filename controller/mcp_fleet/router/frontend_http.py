@@ -28,6 +28,15 @@ so several router replicas serve one Service without session affinity.
 Legacy SSE (2024-11-05): GET ``/sse`` opens a stream whose first event names
 the URL to POST messages to; every answer goes on that stream.
 
+A client that goes away cancels its calls at the backend. A POST whose
+connection closes before its answer is finished is taken as the client's
+``notifications/cancelled`` for that request, whether the answer was still
+pending (JSON) or had become an SSE stream: the router offers no stream
+resumption (no event ids, no ``Last-Event-ID``), so a closed request stream
+means nobody is left to receive the result, and a backend should not keep
+working for no one. Ending a session (DELETE, expiry, the legacy stream
+closing) cancels every call it still has in flight the same way.
+
 Who may do what is the team gateway's business (``mcp_fleet.gateway``):
 ``HttpService`` puts its request gate (Host and Origin checks against DNS
 rebinding, bearer tokens or OIDC) in front of ``HttpFrontend.handle``, which
@@ -53,7 +62,7 @@ from mcp_fleet.gateway.identity import ANONYMOUS, Identity
 from mcp_fleet.router import jsonrpc
 from mcp_fleet.router.callpolicy import CallPolicy
 from mcp_fleet.router.http_server import Request, Responder
-from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, RequestId
+from mcp_fleet.router.jsonrpc import HANDSHAKE_PROTOCOL_VERSIONS, JsonObject, RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
 from mcp_fleet.router.session_token import (
@@ -156,6 +165,23 @@ class HttpSession:
                 return
         self.parked.append(data)
 
+    def handle_notification(self, msg: JsonObject) -> None:
+        """A notification (or response) from the client; a call it cancels gets its POST
+        answered with ``REQUEST_CANCELLED``, as this wire ends a request only with a response
+        (left open, the POST would hang and keep the session from being swept)."""
+        params = msg.get("params")
+        rid = params.get("requestId") if isinstance(params, dict) else None
+        session = self.session
+        if msg.get("method") != "notifications/cancelled" or not jsonrpc.valid_id(rid):
+            session.handle_message(msg)
+            return
+        running = rid in session.inflight or rid in session.waiting
+        session.handle_message(msg)
+        exchange = self.exchanges.get(rid) if running else None
+        if exchange is not None and rid not in session.inflight and rid not in session.waiting:
+            del self.exchanges[rid]
+            exchange.push(jsonrpc.error(rid, jsonrpc.REQUEST_CANCELLED, "Request cancelled"), True)
+
     def close(self) -> None:
         self.session.close()
         if self.policy is not None:
@@ -172,6 +198,19 @@ class HttpSession:
 
 
 _NOT_YOURS: Final = "Forbidden: this session belongs to another identity"
+
+
+def _cancel_abandoned(hs: HttpSession, mid: RequestId) -> None:
+    """Cancel request ``mid`` of ``hs``, whose client is no longer there to read its answer."""
+    if hs.session.closed:
+        return
+    msg: JsonObject = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": mid, "reason": "client disconnected"},
+    }
+    if hs.policy is None or hs.policy.admit(msg, 0, hs):
+        hs.session.handle_message(msg)
 
 
 def _error(send_to: Responder, status: int, code: int, message: str) -> None:
@@ -250,6 +289,7 @@ class HttpFrontend:
         if self.guard is not None:
             policy = CallPolicy(self.guard, self.router, session_id=sid, identity=identity)
         hs = HttpSession(self.router, sid, legacy=legacy, owner=identity.label, policy=policy)
+        hs.session.identity = identity
         self.sessions[sid] = hs
         return hs
 
@@ -290,12 +330,13 @@ class HttpFrontend:
                 _error(responder, 400, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}")
                 return
         hs.last_seen = time.monotonic()
+        hs.session.identity = identity  # same owner; its grants may have been changed
         policy = hs.policy
         if policy is not None:
-            policy.use(identity)
+            policy.use(identity, headers)
         if mid is None or "method" not in msg:
             if policy is None or policy.admit(msg, len(request.body), hs):
-                hs.session.handle_message(msg)
+                hs.handle_notification(msg)
             responder.respond(202)
             return
         if not jsonrpc.valid_id(mid) or mid in hs.exchanges:
@@ -306,10 +347,11 @@ class HttpFrontend:
         hs.exchanges[mid] = exchange
 
         def gone() -> None:
-            # The client hung up before its answer: the call is abandoned, not cancelled
-            # (MCP asks for an explicit notifications/cancelled); later messages are parked.
+            # The client hung up before its answer: nobody can receive it (no resumption),
+            # so the call is cancelled as if the client had said so.
             if hs.exchanges.get(mid) is exchange:
                 del hs.exchanges[mid]
+                _cancel_abandoned(hs, mid)
 
         responder.on_close.append(gone)
         if policy is not None and not policy.admit(msg, len(request.body), hs):
@@ -409,6 +451,7 @@ class HttpFrontend:
             responder.respond(403, _TEXT, _NOT_YOURS.encode())
             return
         hs.last_seen = time.monotonic()
+        hs.session.identity = identity
         responder.respond(202, _TEXT, b"Accepted")
         policy = hs.policy
         if policy is None:
@@ -419,7 +462,7 @@ class HttpFrontend:
         except jsonrpc.InvalidMessage:
             hs.session.handle(request.body)  # answers the parse error
             return
-        policy.use(identity)
+        policy.use(identity, request.headers)
         if policy.admit(msg, len(request.body), hs):
             hs.session.handle_message(msg)
 

@@ -7,6 +7,10 @@ awaiting; reading pauses while more than ``MAX_BACKLOG_BYTES`` wait to be
 read by a client that stopped reading, so a stalled client cannot make the
 router buffer without bound.
 
+When stdin ends the client is gone: its session closes, which cancels every
+call it still has in flight at the backend (``notifications/cancelled``),
+before the router itself shuts down and stops the servers.
+
 Nothing but protocol is written to stdout: logs go to stderr.
 """
 

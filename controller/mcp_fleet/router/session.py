@@ -17,7 +17,15 @@ capabilities (which decide who may receive sampling or elicitation
 requests), the log level, calls in flight (so ``notifications/cancelled``
 reaches the right backend with the right id), calls waiting for an
 on-demand server to start (a task each, cancelled with the call) and
-server-to-client requests awaiting this client's answer.
+server-to-client requests awaiting this client's answer. When the client
+goes away (``close``), each call still in flight is cancelled at its
+backend with ``notifications/cancelled`` under the backend's id.
+
+A session may carry the gateway's ``Identity`` of its client: messages that
+belong to no call of the client (log messages, resource updates, other
+notifications, server-to-client requests nobody's call caused) reach it only
+from servers its allow-list names (``sees``); without one it sees every
+server, as a stdio client does.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from mcp_fleet.router.jsonrpc import (
 from mcp_fleet.router.table import Kind
 
 if TYPE_CHECKING:
+    from mcp_fleet.gateway.identity import Identity
     from mcp_fleet.router.router import Router
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,8 @@ class RouterSession:
         self.client_info: JsonObject = {}
         self.initialized = False
         self.closed = False
+        #: Who the client is (the gateway's); None: allowed every server.
+        self.identity: Identity | None = None
         #: Minimum level of log messages this client wants (None: all, nothing set).
         self.log_level: str | None = None
         #: Calls forwarded and not answered yet: client id -> (backend, backend id).
@@ -151,7 +162,15 @@ class RouterSession:
         if handler is None:
             self._error(mid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
             return
-        handler(mid, msg)
+        if mid in self.inflight or mid in self.waiting:
+            # Its answer could not be told from the other call's, nor could a cancel.
+            self._error(mid, jsonrpc.INVALID_REQUEST, "duplicate request id: still in flight")
+            return
+        try:
+            handler(mid, msg)
+        except Exception:  # a bug costs this request an error, never the client's session
+            log.exception("failed to handle %s from a client", method)
+            self._error(mid, jsonrpc.INTERNAL_ERROR, f"Internal error handling {method}")
 
     # -- output ----------------------------------------------------------------
 
@@ -356,7 +375,7 @@ class RouterSession:
 
     def _set_level(self, mid: RequestId, msg: JsonObject) -> None:
         level = (msg.get("params") or {}).get("level")
-        if level not in LOG_RANK:
+        if not isinstance(level, str) or level not in LOG_RANK:
             self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid log level: {level!r}")
             return
         self._spawn(self._router_call(mid, self.router.set_log_level(self, level)))
@@ -415,6 +434,11 @@ class RouterSession:
         if self.log_level is None:
             return True
         return LOG_RANK.get(level, len(LOG_LEVELS)) >= LOG_RANK[self.log_level]
+
+    def sees(self, server: str) -> bool:
+        """May messages of ``server`` that belong to no call of this client reach it?"""
+        identity = self.identity
+        return identity is None or identity.sees(server)
 
     def has_capability(self, name: str | None) -> bool:
         return name is None or name in self.client_capabilities
