@@ -256,3 +256,22 @@ class KubeApi:
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
         )
+
+    async def patch_annotations(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str],
+    ) -> None:
+        """Merge-patch ``metadata.annotations`` alone (the router's last-activity mark)."""
+        path = resource_path(api_version, kind, namespace, name)
+        await self._call(
+            "PATCH",
+            path,
+            f"annotate {kind} {namespace}/{name}",
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type="application/merge-patch+json",
+            query=[("fieldManager", self.field_manager)],
+        )

@@ -9,10 +9,20 @@ namespaces, optionally by label selector) and publishes an ``HttpEndpoint``
 into its ``EndpointTable`` for each one that is Ready with an endpoint. The
 router then attaches and detaches as it does for a local fleet.
 
-The instance id is a digest of the object's uid, ``status.configHash`` and
-endpoint: a rollout (new pod template, hence a new config hash) or a moved
-endpoint makes the router re-attach, and a deleted and re-created
-MCPServer of the same name counts as a new server.
+On-demand MCPServers (``spec.lifecycle.mode: on-demand``, not remote, with
+replicas) are also published with ``publish_on_demand``, Ready or not: the
+router's activator then advertises them while the operator has them scaled
+to zero and holds the calls that need them, and ``kube_demand`` (through
+``target``) stamps their last-activity annotation so the operator brings
+them back. Their lists come from the router's list cache, else from one
+start to learn them (the CRD carries tool names only, not definitions).
+
+The instance id is a digest of the object's uid, ``status.configHash``,
+endpoint and the time the Ready condition last turned true: a rollout (new
+pod template, hence a new config hash), a moved endpoint, or pods that
+became ready again (after a scale to zero, whose Service URL is unchanged)
+make the router re-attach, and a deleted and re-created MCPServer of the
+same name counts as a new server.
 
 Level-triggered like the rest of mcp-fleet: a list gives the whole state,
 watch events only update it, every change republishes the whole table
@@ -45,7 +55,15 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from mcp_fleet import conventions
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
 from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.model import CatalogEntry, RemoteSpec, ServerSpec, ServerType, frozen_map
+from mcp_fleet.model import (
+    CatalogEntry,
+    Lifecycle,
+    RemoteSpec,
+    ServerSpec,
+    ServerType,
+    frozen_map,
+)
+from mcp_fleet.router.kube_demand import Target
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +109,24 @@ def _matches(obj: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def _is_ready(status: Mapping[str, Any]) -> bool:
+def _ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any]:
     for cond in status.get("conditions") or ():
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+            return cond
+    return {}
+
+
+def _is_ready(status: Mapping[str, Any]) -> bool:
+    return _ready_condition(status).get("status") == "True"
+
+
+@dataclass(frozen=True, slots=True)
+class Standby:
+    """An on-demand MCPServer: what the router advertises while it is cold, and where
+    to mark its activity."""
+
+    spec: ServerSpec
+    target: Target
 
 
 def _call_timeout(meta: Mapping[str, Any], default: float) -> float:
@@ -120,6 +151,17 @@ def entry_for(
 
     Raises ``BadObject`` for an MCPServer whose spec or status cannot be used.
     """
+    return read_object(obj, call_timeout=call_timeout)[0]
+
+
+def read_object(
+    obj: Mapping[str, Any], *, call_timeout: float = conventions.DEFAULT_CALL_TIMEOUT_SECONDS
+) -> tuple[EndpointEntry | None, Standby | None]:
+    """What the router makes of one MCPServer: its routable entry (None unless Ready
+    with an endpoint) and, for an on-demand server, its standby (None otherwise).
+
+    Raises ``BadObject`` for an MCPServer whose spec or status cannot be used.
+    """
     from mcp_fleet.operator.spec import Transport, parse_spec
 
     meta = obj.get("metadata") or {}
@@ -127,13 +169,8 @@ def entry_for(
     if not isinstance(name, str) or not name:
         raise BadObject("metadata.name: missing")
     status = obj.get("status") or {}
-    if not isinstance(status, Mapping) or not _is_ready(status):
-        return None
-    url = status.get("endpoint")
-    if not url:
-        return None
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise BadObject(f"status.endpoint: not an http(s) URL: {url!r}")
+    if not isinstance(status, Mapping):
+        status = {}
     try:
         spec = parse_spec(obj.get("spec"), name=name)
     except FleetConfigError as exc:
@@ -142,28 +179,51 @@ def entry_for(
         transport = spec.remote.transport
     else:
         transport = "sse" if spec.transport is Transport.SSE else "streamable-http"
+    on_demand = spec.remote is None and spec.lifecycle.mode == "on-demand" and spec.replicas > 0
+    idle_timeout = float(spec.lifecycle.idle_timeout_seconds) if on_demand else None
+    timeout = _call_timeout(meta, call_timeout)
+
+    def server_spec(remote: RemoteSpec | None) -> ServerSpec:
+        entry = CatalogEntry(
+            name=name,
+            source=Path(f"mcpserver/{namespace}/{name}"),
+            type=ServerType.REMOTE,
+            remote=remote,
+            prefix=spec.prefix,
+            call_timeout_seconds=timeout,
+            transport=transport,
+            lifecycle=Lifecycle.ON_DEMAND if on_demand else Lifecycle.ALWAYS,
+            idle_timeout_seconds=idle_timeout,
+        )
+        return ServerSpec(name=name, enabled=True, entry=entry, tools_allow=spec.tools)
+
+    standby = None
+    if on_demand and idle_timeout is not None:
+        uid = str(meta.get("uid") or "")
+        standby = Standby(server_spec(None), Target(namespace, name, uid, idle_timeout))
+    url = status.get("endpoint")
+    if not _is_ready(status) or not url:
+        return None, standby
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise BadObject(f"status.endpoint: not an http(s) URL: {url!r}")
+    since = str(_ready_condition(status).get("lastTransitionTime") or "")
     identity = "\0".join([str(meta.get("uid") or ""), str(status.get("configHash") or ""), url])
+    if since:
+        identity += "\0" + since
     instance_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    entry = CatalogEntry(
-        name=name,
-        source=Path(f"mcpserver/{namespace}/{name}"),
-        type=ServerType.REMOTE,
-        remote=RemoteSpec(url=url, transport_type=transport),
-        prefix=spec.prefix,
-        call_timeout_seconds=_call_timeout(meta, call_timeout),
-        transport=transport,
-    )
-    server = ServerSpec(name=name, enabled=True, entry=entry, tools_allow=spec.tools)
-    return EndpointEntry(
-        server, HttpEndpoint(server=name, instance_id=instance_id, url=url, transport=transport)
-    )
+    endpoint = HttpEndpoint(server=name, instance_id=instance_id, url=url, transport=transport)
+    routable = server_spec(RemoteSpec(url=url, transport_type=transport))
+    return EndpointEntry(routable, endpoint), standby
 
 
 @dataclass
 class KubeFollower:
-    """Keeps an ``EndpointTable`` equal to the Ready MCPServers it watches (see the module doc).
+    """Keeps an ``EndpointTable`` equal to the Ready MCPServers it watches, and its
+    on-demand set equal to the on-demand ones (see the module doc).
 
     ``namespaces`` None watches every namespace (needs a ClusterRole).
+    ``cache_dir`` is where the router keeps on-demand servers' lists (None:
+    in memory only).
     """
 
     table: EndpointTable
@@ -175,8 +235,13 @@ class KubeFollower:
     #: Set once the first complete table is published (the router's ``published``: it
     #: settles, and ``/readyz`` answers ready, only after that and the attaches).
     published: asyncio.Event | None = None
+    cache_dir: Path | None = None
     #: Routable entry (None: known but not routable) of every MCPServer seen, by (namespace, name).
     entries: dict[Key, EndpointEntry | None] = field(default_factory=dict)
+    #: The on-demand MCPServers seen, by (namespace, name).
+    standby: dict[Key, Standby] = field(default_factory=dict)
+    #: The on-demand servers last published, by server name.
+    _targets: dict[str, Target] = field(default_factory=dict)
     _listed: set[str | None] = field(default_factory=set)
     _collisions: set[str] = field(default_factory=set)
 
@@ -269,15 +334,22 @@ class KubeFollower:
         meta = obj.get("metadata") or {}
         return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
-    def _convert(self, obj: Mapping[str, Any]) -> EndpointEntry | None:
+    def _convert(self, obj: Mapping[str, Any]) -> tuple[EndpointEntry | None, Standby | None]:
         if not _matches(obj, self.selector):
-            return None
+            return None, None
         try:
-            return entry_for(obj, call_timeout=self.call_timeout)
+            return read_object(obj, call_timeout=self.call_timeout)
         except BadObject as exc:
             ns, name = self._key(obj)
             log.warning("MCPServer %s/%s skipped: %s", ns, name, exc)
-            return None
+            return None, None
+
+    def _store(self, key: Key, seen: tuple[EndpointEntry | None, Standby | None]) -> None:
+        self.entries[key] = seen[0]
+        if seen[1] is None:
+            self.standby.pop(key, None)
+        else:
+            self.standby[key] = seen[1]
 
     def _replace(self, namespace: str | None, items: Iterable[Any]) -> None:
         """A list result: the whole state of ``namespace`` (None: every namespace)."""
@@ -285,37 +357,66 @@ class KubeFollower:
         for key in [k for k in self.entries if namespace is None or k[0] == namespace]:
             if key not in fresh:
                 del self.entries[key]
-        self.entries.update(fresh)
+                self.standby.pop(key, None)
+        for key, seen in fresh.items():
+            self._store(key, seen)
         self._listed.add(namespace)
 
     def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
         key = self._key(obj)
         if kind == "DELETED":
             self.entries.pop(key, None)
+            self.standby.pop(key, None)
         else:
-            self.entries[key] = self._convert(obj)
+            self._store(key, self._convert(obj))
+
+    def _owners(self) -> dict[str, str]:
+        """Server name -> the namespace that serves it: on a name taken in two namespaces,
+        the first namespace in sorted order wins (logged once)."""
+        owners: dict[str, str] = {}
+        used = {k for k, e in self.entries.items() if e is not None} | set(self.standby)
+        for ns, name in sorted(used):
+            if name not in owners:
+                owners[name] = ns
+            elif name not in self._collisions:
+                self._collisions.add(name)
+                log.warning(
+                    "MCPServer %s/%s skipped: the name is taken in another namespace", ns, name
+                )
+        return owners
 
     def routable(self) -> dict[str, EndpointEntry]:
-        """The table to publish: by server name; on a name taken in two namespaces, the
-        first namespace in sorted order wins (logged once)."""
+        """The table to publish, by server name (see ``_owners`` for names in two namespaces)."""
         out: dict[str, EndpointEntry] = {}
-        for (ns, name), entry in sorted(self.entries.items()):
-            if entry is None:
-                continue
-            if name in out:
-                if name not in self._collisions:
-                    self._collisions.add(name)
-                    log.warning(
-                        "MCPServer %s/%s skipped: the name is taken in another namespace", ns, name
-                    )
-                continue
-            out[name] = entry
+        for name, ns in self._owners().items():
+            entry = self.entries.get((ns, name))
+            if entry is not None:
+                out[name] = entry
         return out
+
+    def on_demand(self) -> dict[str, Standby]:
+        """The on-demand servers to publish, by server name."""
+        out: dict[str, Standby] = {}
+        for name, ns in self._owners().items():
+            standby = self.standby.get((ns, name))
+            if standby is not None:
+                out[name] = standby
+        return out
+
+    def target(self, server: str) -> Target | None:
+        """The MCPServer behind on-demand ``server`` as last published (``KubeDemand``)."""
+        return self._targets.get(server)
 
     async def _publish(self) -> None:
         scopes = set(self.namespaces) if self.namespaces else {None}
         if not scopes <= self._listed:
             return  # not every namespace listed yet: a partial table would detach servers
+        standby = self.on_demand()
+        self._targets = {name: sb.target for name, sb in standby.items()}
+        # On-demand first: the router must know a server is on demand before it attaches it.
+        await self.table.publish_on_demand(
+            {name: sb.spec for name, sb in standby.items()}, cache_dir=self.cache_dir
+        )
         await self.table.publish(self.routable())
         if self.published is not None:
             self.published.set()
@@ -357,6 +458,7 @@ async def follow_kubernetes(
     call_timeout: float = conventions.DEFAULT_CALL_TIMEOUT_SECONDS,
     resync_seconds: float = RESYNC_SECONDS,
     published: asyncio.Event | None = None,
+    cache_dir: Path | None = None,
 ) -> None:
     """Keep ``table`` equal to the Ready MCPServers of ``namespaces`` until cancelled.
 
@@ -369,4 +471,5 @@ async def follow_kubernetes(
         call_timeout=call_timeout,
         resync_seconds=resync_seconds,
         published=published,
+        cache_dir=cache_dir,
     ).run()

@@ -14,6 +14,12 @@ here so the command itself stays a list of options:
   in ``MCP_FLEET_SESSION_KEY`` (``session_token``) so any replica restores
   any session. Without a key, ids are random and each replica serves only
   the sessions it began (fine for one replica).
+- On-demand servers are scaled by the operator, not by a controller in this
+  process: the table's ``demand`` is a ``KubeDemand``, which turns a call
+  waiting for a cold server, and calls flowing to a warm one, into writes
+  of the MCPServer's last-activity annotation. Their lists are kept in
+  memory, and also on disk under ``$MCP_FLEET_ROUTER_CACHE_DIR`` when it is
+  set (an emptyDir keeps them across container restarts).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from mcp_fleet import conventions
 from mcp_fleet.config.atomic import atomic_write
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import RuntimeFailure
-from mcp_fleet.router.kube_follow import follow_kubernetes
+from mcp_fleet.model import frozen_map
+from mcp_fleet.router.kube_demand import KubeDemand
+from mcp_fleet.router.kube_follow import KubeFollower
 from mcp_fleet.router.session_token import ENV_SESSION_KEY, SessionSigner
 
 if TYPE_CHECKING:
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 ENV_ROUTER_TOKEN: Final = "MCP_FLEET_ROUTER_TOKEN"
 #: The identity a request with that token gets (audit log, metrics, session owner).
 TOKEN_IDENTITY: Final = "router-token"
+#: Environment variable naming a directory for on-demand servers' list cache (unset: memory).
+ENV_CACHE_DIR: Final = "MCP_FLEET_ROUTER_CACHE_DIR"
 
 
 class KubeRouterError(ValueError):
@@ -72,6 +82,19 @@ def resolve_namespaces(
             "--kubernetes: give --namespace (or --all-namespaces); not running in a pod"
         )
     return (own,)
+
+
+def cache_dir_from_env(var: str = ENV_CACHE_DIR) -> Path | None:
+    """The list cache directory named by ``$var`` (created, private), or None when unset."""
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KubeRouterError(f"${var}: cannot create {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def session_signer(var: str = ENV_SESSION_KEY) -> SessionSigner | None:
@@ -122,31 +145,38 @@ async def run_kubernetes(
     namespaces: tuple[str, ...] | None,
     selector: Mapping[str, str],
     call_timeout: float = conventions.DEFAULT_CALL_TIMEOUT_SECONDS,
+    cache_dir: Path | None = None,
 ) -> None:
     """Follow the cluster's MCPServers and ``serve`` the router ``make_router`` builds.
 
     ``make_router`` gets the endpoint table and the event set after the first
     complete list (the router's ``published``). Cluster credentials are
     checked first, so a router without them fails before it listens.
+    ``cache_dir`` (else ``$MCP_FLEET_ROUTER_CACHE_DIR``, else memory only)
+    keeps on-demand servers' lists.
     """
     from mcp_fleet.operator.kube import KubeConfigError, load_configuration
 
     try:
         await load_configuration()
-    except KubeConfigError as exc:
+        if cache_dir is None:
+            cache_dir = cache_dir_from_env()
+    except (KubeConfigError, KubeRouterError) as exc:
         raise RuntimeFailure(str(exc)) from None
-    table = EndpointTable()
-    published = asyncio.Event()
-    follower = asyncio.create_task(
-        follow_kubernetes(
-            table,
-            namespaces=namespaces,
-            selector=selector,
-            call_timeout=call_timeout,
-            published=published,
-        ),
-        name="kube-follow",
+    table, published = EndpointTable(), asyncio.Event()
+    kube = KubeFollower(
+        table,
+        namespaces,
+        selector=frozen_map(selector),
+        call_timeout=call_timeout,
+        published=published,
+        cache_dir=cache_dir,
     )
+    # Before the router is made: its activator asks ``table.demand`` for cold servers.
+    demand = KubeDemand(kube.target)
+    table.demand = demand
+    follower = asyncio.create_task(kube.run(), name="kube-follow")
+    marking = asyncio.create_task(demand.run(), name="kube-demand")
     serving = asyncio.create_task(serve(make_router(table, published)), name="router-serve")
     # SIGTERM (a pod being stopped) ends the run like a cancellation: sessions are closed
     # and the caller's clean-up (the private tokens file) runs.
@@ -157,7 +187,7 @@ async def run_kubernetes(
     ending = asyncio.create_task(terminated.wait(), name="sigterm")
     try:
         done, _ = await asyncio.wait(
-            {follower, serving, ending}, return_when=asyncio.FIRST_COMPLETED
+            {follower, marking, serving, ending}, return_when=asyncio.FIRST_COMPLETED
         )
         for task in done - {ending}:
             task.result()
@@ -165,7 +195,7 @@ async def run_kubernetes(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
         ending.cancel()
-        for task in (serving, follower):
+        for task in (serving, follower, marking):
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
