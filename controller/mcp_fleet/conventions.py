@@ -46,6 +46,9 @@ K8S_GROUP: Final = "mcp-fleet.dev"
 K8S_VERSION: Final = "v1alpha1"
 K8S_LABEL_FLEET: Final = "mcp-fleet.dev/fleet"
 K8S_LABEL_SERVER: Final = "mcp-fleet.dev/server"
+#: On MCPServers made from a registry ConfigMap: the ConfigMap's name (the only ones it
+#: updates or deletes).
+K8S_LABEL_REGISTRY: Final = "mcp-fleet.dev/registry"
 K8S_ANNOTATION_CONFIG_HASH: Final = "mcp-fleet.dev/config-hash"
 K8S_KIND: Final = "MCPServer"
 K8S_PLURAL: Final = "mcpservers"

@@ -26,7 +26,11 @@ idle server may go now (``retire``: the router agrees only with no call in
 flight, and routes later calls to the next instance). The controller never
 reaches into the router, the router never starts anything: both only talk
 through this table, in one process, so every check-and-mark is atomic on
-the event loop.
+the event loop. When they run as two processes (``mcp-fleet controller``
+and ``mcp-fleet router --dir``), ``demand_ipc`` carries the same three
+questions over a socket: the controller's source is then a
+``RemoteDemandSource``, whose answers take a round trip (``refresh``
+before planning, ``retire_async`` before a stop).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mcp_fleet.model import ServerSpec, frozen_map
 from mcp_fleet.transport import MessageStream
@@ -104,16 +108,37 @@ class DemandSource(Protocol):
         """Agree to the stop of an idle server: False when a call needs it."""
 
 
+@runtime_checkable
+class RemoteDemandSource(DemandSource, Protocol):
+    """A ``DemandSource`` in another process: its answers need a round trip.
+
+    ``activity`` returns what the last ``refresh`` learned; ``retire`` (sync)
+    cannot ask and only answers for the case with nobody to ask.
+    """
+
+    async def refresh(self) -> None:
+        """Ask for fresh activity (bounded: an unanswering peer keeps its last answer)."""
+
+    async def retire_async(self, server: str) -> bool:
+        """``retire`` with the round trip: True only when every peer agrees."""
+
+
 class Demand:
     """The router-to-controller channel for on-demand servers (see the module docstring)."""
 
     def __init__(self) -> None:
         self._wakers: list[Callable[[], None]] = []
+        self._want_listeners: list[Callable[[str], None]] = []
         self._source: DemandSource | None = None
 
     def subscribe(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever a cold server is wanted (the controller's loop)."""
         self._wakers.append(wake)
+
+    def on_want(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(server)`` whenever a cold server is wanted (a link to a controller
+        in another process, which needs the name)."""
+        self._want_listeners.append(listener)
 
     @property
     def source(self) -> DemandSource | None:
@@ -127,6 +152,8 @@ class Demand:
         """A call is waiting for ``server``: wake whoever starts servers."""
         for wake in list(self._wakers):
             wake()
+        for listener in list(self._want_listeners):
+            listener(server)
 
     def activity(self) -> Mapping[str, Activity]:
         return {} if self._source is None else self._source.activity()
@@ -134,6 +161,21 @@ class Demand:
     def retire(self, server: str) -> bool:
         """May an idle ``server`` be stopped now? Always yes when no router is attached."""
         return True if self._source is None else self._source.retire(server)
+
+    async def refresh(self) -> None:
+        """Before planning: let a source in another process fetch fresh activity
+        (nothing to do, and no suspension, for a router in this process)."""
+        source = self._source
+        if isinstance(source, RemoteDemandSource):
+            await source.refresh()
+
+    async def retire_async(self, server: str) -> bool:
+        """``retire`` as the controller's executor asks it: with a round trip for a source
+        in another process, synchronously (check-and-mark atomic) for one in this process."""
+        source = self._source
+        if isinstance(source, RemoteDemandSource):
+            return await source.retire_async(server)
+        return True if source is None else source.retire(server)
 
 
 class EndpointTable:

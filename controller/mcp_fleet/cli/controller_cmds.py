@@ -2,7 +2,10 @@
 
 - ``controller`` runs the reconcile loop in the foreground (``--once``:
   converge, print, exit 0 when every enabled server is Ready, else 1;
-  ``--dry-run``: print the plan and exit).
+  ``--dry-run``: print the plan and exit). Running, it listens on the
+  fleet's demand socket (``reconcile.demand_server``), through which
+  ``mcp-fleet router --dir`` asks for on-demand servers and says which are
+  in use.
 - ``status`` reads the status file the controller writes after every pass
   (``<fleet>/.state/status.json``), so it works from any other process; a
   table for people, ``--json`` for scripts, ``--watch`` to follow.
@@ -58,6 +61,7 @@ from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import FleetConfigError, RuntimeFailure
 from mcp_fleet.logsetup import MASK, MIN_SECRET_LENGTH
 from mcp_fleet.model import FleetFiles, RuntimeKind
+from mcp_fleet.reconcile.demand_server import DemandServer
 from mcp_fleet.reconcile.loop import LOCK_FILE, Controller
 from mcp_fleet.reconcile.snapshot import StatusSnapshot
 from mcp_fleet.reconcile.statusfile import controller_alive, read_status, status_path
@@ -182,17 +186,38 @@ async def _controller_main(ctl: Controller, *, once: bool, dry_run: bool, json_o
         f"status: mcp-fleet status --dir {ctl.files.home}",
         markup=False,
     )
-    task = asyncio.create_task(ctl.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+    demand: DemandServer | None = None
     try:
+        ctl.claim()  # the lock first: the demand socket is this controller's to replace
+        demand = await _serve_demand(ctl)
+        task = asyncio.create_task(ctl.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
         await task
     except asyncio.CancelledError:
         pass
     finally:
+        if demand is not None:
+            await demand.aclose()
         await ctl.aclose()
     return 0
+
+
+async def _serve_demand(ctl: Controller) -> DemandServer | None:
+    """Listen for routers in other processes; without the socket only on-demand servers
+    behind ``router --dir`` suffer, so the controller runs on and says why."""
+    demand = DemandServer(ctl.files.state_dir, ctl.endpoints.demand)
+    try:
+        await demand.start()
+    except (OSError, RuntimeFailure) as exc:
+        err_console.print(
+            f"warning: no demand socket ({exc}): on-demand servers will not start for "
+            "`mcp-fleet router --dir`",
+            markup=False,
+        )
+        return None
+    return demand
 
 
 # status

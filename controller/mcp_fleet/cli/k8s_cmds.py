@@ -8,11 +8,15 @@ client, uvicorn) inside the command, so ``mcp-fleet --help`` stays quick.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
 
 from mcp_fleet import conventions
+
+#: A ConfigMap name that is also a valid label value (the registry label carries it).
+CONFIGMAP_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +64,21 @@ def operator(
         str | None,
         typer.Option(help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz."),
     ] = None,
+    registry_configmap: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep one MCPServer per enabled server of the registry.yaml (and "
+            "NAME.catalog.yaml catalogs, config.yaml, tools.yaml) in this ConfigMap of the "
+            "operator's namespace.",
+        ),
+    ] = None,
+    registry_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="With --registry-configmap: the Secret holding the catalogs' secrets "
+            "(key = secret name), referenced by the MCPServers, never read.",
+        ),
+    ] = None,
 ) -> None:
     """Run the MCPServer operator (kopf) against the current cluster.
 
@@ -70,12 +89,23 @@ def operator(
 
       mcp-fleet operator --namespace mcp
       mcp-fleet operator --all-namespaces --resync 15
+      mcp-fleet operator --registry-configmap mcp-registry --registry-secret mcp-secrets
     """
     from mcp_fleet.operator.main import OperatorOptions, run_operator
 
     if all_namespaces and namespace:
         raise typer.BadParameter(
             "use either --namespace or --all-namespaces", param_hint="--namespace"
+        )
+    if registry_secret and not registry_configmap:
+        raise typer.BadParameter(
+            "--registry-secret needs --registry-configmap", param_hint="--registry-secret"
+        )
+    if registry_configmap and not CONFIGMAP_NAME_RE.match(registry_configmap):
+        raise typer.BadParameter(
+            "a ConfigMap name of at most 63 lower-case letters, digits, '-' and '.' "
+            "(it is also a label value)",
+            param_hint="--registry-configmap",
         )
     options = OperatorOptions(
         namespaces=tuple(namespace or ()),
@@ -85,6 +115,8 @@ def operator(
         bridge_image=bridge_image,
         fleet_namespace=fleet_namespace,
         liveness_endpoint=liveness,
+        registry_configmap=registry_configmap,
+        registry_secret=registry_secret,
     )
     run_operator(options)
 

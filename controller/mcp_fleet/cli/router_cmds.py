@@ -12,7 +12,8 @@ Over HTTP the team gateway fronts the router: once a token exists
 Host and Origin are checked against DNS rebinding; ``/`` shows the fleet,
 ``/metrics`` serves Prometheus, ``/healthz`` and ``/readyz`` answer probes.
 Listening on anything but loopback without authentication is refused (exit
-2) unless ``--allow-unauthenticated`` says it is meant.
+2) unless ``--allow-unauthenticated`` says it is meant. The gateway's options
+(limits, audit log, tracing...) are declared once, in ``gateway_options``.
 
 Over stdio nothing but protocol goes to stdout; everything else goes to
 stderr (so ``--audit-log -`` is refused there).
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -44,13 +44,16 @@ from mcp_fleet.cli.common import (
     fail,
     fleet_files_from_options,
 )
+from mcp_fleet.cli.gateway_options import (
+    NO_GATEWAY_OPTIONS,
+    GatewayOptions,
+    with_gateway_options,
+)
 
 if TYPE_CHECKING:
-    from mcp_fleet.gateway.app import GatewaySettings
     from mcp_fleet.router.router import Router, RouterEvent
 
 _ROUTER = "Router"
-_GATEWAY = "Gateway (HTTP)"
 _KUBE = "Kubernetes"
 
 
@@ -115,75 +118,6 @@ PageSizeOpt = Annotated[
         rich_help_panel=_ROUTER,
     ),
 ]
-OriginOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allowed-origin",
-        "--allow-origin",
-        help="Browser origin allowed to call the HTTP endpoint besides loopback pages "
-        "(e.g. https://console.example.com; * for any); repeatable.",
-        rich_help_panel=_GATEWAY,
-        show_default=False,
-    ),
-]
-AllowedHostOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allowed-host",
-        help="Host name clients use to reach the router besides loopback and the bound address "
-        "(name or name:port; * turns the Host check off); repeatable.",
-        rich_help_panel=_GATEWAY,
-        show_default=False,
-    ),
-]
-AllowUnauthenticatedOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-unauthenticated",
-        help="Serve a non-loopback address with no token or OIDC configured (anyone who can "
-        "reach it may call every tool).",
-        rich_help_panel=_GATEWAY,
-    ),
-]
-AuditLogOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--audit-log",
-        metavar="PATH|-",
-        help="Write one JSON line per call to PATH (rotated, mode 600), or - for stdout "
-        "(HTTP transports only).",
-        rich_help_panel=_GATEWAY,
-        show_default=False,
-    ),
-]
-AuditArgumentsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--audit-arguments",
-        help="Log call arguments in the audit log (secret-looking keys and known secret "
-        "values masked).",
-        rich_help_panel=_GATEWAY,
-    ),
-]
-MaxBodyOpt = Annotated[
-    int,
-    typer.Option(
-        "--max-body-bytes",
-        min=1024,
-        help="Largest HTTP request body accepted (413 beyond).",
-        rich_help_panel=_GATEWAY,
-    ),
-]
-PublicMetricsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--public-metrics",
-        help="Serve /metrics without authentication (for an in-cluster Prometheus).",
-        rich_help_panel=_GATEWAY,
-    ),
-]
-
-
 KubernetesOpt = Annotated[
     bool,
     typer.Option(
@@ -229,61 +163,6 @@ SessionKeyEnvOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class GatewayOptions:
-    """The gateway's command-line options, shared by ``router`` and ``up``."""
-
-    allow_unauthenticated: bool = False
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    audit_log: str | None = None
-    audit_arguments: bool = False
-    max_body_bytes: int | None = None
-    public_metrics: bool = False
-
-    def settings(self, *, home: Path, host: str, stdio: bool) -> GatewaySettings:
-        """Checked ``GatewaySettings``: exits 2 for an unusable audit destination, a broken
-        tokens or OIDC file, or a non-loopback address without authentication."""
-        from mcp_fleet.gateway.app import GatewaySettings, auth_configured
-        from mcp_fleet.gateway.audit import AuditSettings, Destination
-        from mcp_fleet.gateway.auth import (
-            DEFAULT_MAX_BODY_BYTES,
-            UnsafeBindError,
-            refuse_unauthenticated_bind,
-        )
-
-        destination: Destination | None = None
-        if self.audit_log == "-":
-            if stdio:
-                raise fail(
-                    "--audit-log -: over stdio, stdout carries the protocol; "
-                    "give the audit log a file (--audit-log PATH)"
-                )
-            destination = "stdout"
-        elif self.audit_log:
-            destination = Path(self.audit_log).expanduser()
-            if destination.is_dir():
-                raise fail(f"--audit-log {self.audit_log}: is a directory; give a file path")
-        settings = GatewaySettings(
-            home=home,
-            host=host,
-            allow_unauthenticated=self.allow_unauthenticated,
-            allowed_hosts=self.allowed_hosts,
-            allowed_origins=self.allowed_origins,
-            max_body_bytes=self.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
-            public_metrics=self.public_metrics,
-            audit=AuditSettings(destination=destination, log_arguments=self.audit_arguments),
-        )
-        if not stdio:
-            with exit_on_error():
-                configured = auth_configured(settings)
-            try:
-                refuse_unauthenticated_bind(host, configured, self.allow_unauthenticated)
-            except UnsafeBindError as exc:
-                raise fail(str(exc), code=EXIT_BAD_INPUT) from None
-        return settings
-
-
 def backend_metrics(event: RouterEvent, server: str, detail: str) -> None:
     """Mirror the router's view of its servers into the metrics (``router`` without a
     controller in the process: what it can reach is what it can tell)."""
@@ -305,6 +184,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(client, name="client")
 
 
+@with_gateway_options
 def router_command(
     server: Annotated[
         list[str] | None,
@@ -328,13 +208,7 @@ def router_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
-    allow_unauthenticated: AllowUnauthenticatedOpt = False,
-    allowed_host: AllowedHostOpt = None,
-    allow_origin: OriginOpt = None,
-    audit_log: AuditLogOpt = None,
-    audit_arguments: AuditArgumentsOpt = False,
-    max_body_bytes: MaxBodyOpt = 32 * 1024 * 1024,
-    public_metrics: PublicMetricsOpt = False,
+    gateway: GatewayOptions = NO_GATEWAY_OPTIONS,
     kubernetes: KubernetesOpt = False,
     namespace: NamespaceOpt = None,
     all_namespaces: AllNamespacesOpt = False,
@@ -356,15 +230,7 @@ def router_command(
     from mcp_fleet.router.serve import run, serve
 
     stdio = transport is TransportChoice.STDIO
-    gateway_options = GatewayOptions(
-        allow_unauthenticated=allow_unauthenticated,
-        allowed_hosts=tuple(allowed_host or ()),
-        allowed_origins=tuple(allow_origin or ()),
-        audit_log=audit_log,
-        audit_arguments=audit_arguments,
-        max_body_bytes=max_body_bytes,
-        public_metrics=public_metrics,
-    )
+    gateway_options = gateway
     if kubernetes:
         if server:
             raise fail("--kubernetes and --server exclude each other", code=EXIT_BAD_INPUT)
@@ -419,9 +285,12 @@ def router_command(
             return
         assert files is not None
         from mcp_fleet.endpoints import EndpointTable
+        from mcp_fleet.router.demand_client import DemandClient
 
         table = EndpointTable()
         follower = asyncio.create_task(follow_docker_fleet(files, table))
+        # On-demand servers: wants and activity go to the fleet's controller (another process).
+        demand_link = asyncio.create_task(DemandClient(files.state_dir, table.demand).run())
         try:
             router = Router(
                 table, prefix=prefix.value, tools=tools or (), page_size=page_size,
@@ -433,6 +302,7 @@ def router_command(
             )  # fmt: skip
         finally:
             follower.cancel()
+            demand_link.cancel()
 
     try:
         with exit_on_error():

@@ -12,7 +12,8 @@ Lists asked for before the controller's first pass has finished wait for it
 (up to the router's settle time), so a client that lists tools right after
 ``initialize`` sees the fleet, not an empty gateway.
 
-Over HTTP the team gateway fronts the router (see ``router_cmds``): tokens
+Over HTTP the team gateway fronts the router (see ``router_cmds``; its
+options, limits and tracing among them, come from ``gateway_options``): tokens
 or OIDC, rebinding checks, the status page at ``/`` showing the
 controller's view of every server, ``/metrics`` with the controller's
 passes and server states, ``/healthz`` and ``/readyz``. The gateway's
@@ -46,20 +47,17 @@ from mcp_fleet.cli.common import (
     fleet_files_from_options,
 )
 from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt
-from mcp_fleet.cli.router_cmds import (
-    AllowedHostOpt,
-    AllowUnauthenticatedOpt,
-    AuditArgumentsOpt,
-    AuditLogOpt,
+from mcp_fleet.cli.gateway_options import (
+    NO_GATEWAY_OPTIONS,
     GatewayOptions,
+    with_gateway_options,
+)
+from mcp_fleet.cli.router_cmds import (
     HostOpt,
-    MaxBodyOpt,
-    OriginOpt,
     PageSizeOpt,
     PortOpt,
     PrefixChoice,
     PrefixOpt,
-    PublicMetricsOpt,
     ToolPatternsOpt,
     TransportChoice,
     TransportOpt,
@@ -75,6 +73,7 @@ def register(app: typer.Typer) -> None:
     app.command("up")(up_command)
 
 
+@with_gateway_options
 def up_command(
     transport: TransportOpt = TransportChoice.STREAMABLE_HTTP,
     host: HostOpt = conventions.DEFAULT_HTTP_HOST,
@@ -83,13 +82,7 @@ def up_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
-    allow_unauthenticated: AllowUnauthenticatedOpt = False,
-    allowed_host: AllowedHostOpt = None,
-    allow_origin: OriginOpt = None,
-    audit_log: AuditLogOpt = None,
-    audit_arguments: AuditArgumentsOpt = False,
-    max_body_bytes: MaxBodyOpt = 32 * 1024 * 1024,
-    public_metrics: PublicMetricsOpt = False,
+    gateway: GatewayOptions = NO_GATEWAY_OPTIONS,
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
     registry: RegistryOpt = None,
@@ -107,15 +100,7 @@ def up_command(
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():
         files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
-    settings = GatewayOptions(
-        allow_unauthenticated=allow_unauthenticated,
-        allowed_hosts=tuple(allowed_host or ()),
-        allowed_origins=tuple(allow_origin or ()),
-        audit_log=audit_log,
-        audit_arguments=audit_arguments,
-        max_body_bytes=max_body_bytes,
-        public_metrics=public_metrics,
-    ).settings(home=files.home, host=host, stdio=stdio)
+    settings = gateway.settings(home=files.home, host=host, stdio=stdio)
     with exit_on_error():
         kind = RuntimeKind(runtime.value)
         runtimes = build_runtimes(

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from mcp_fleet.config.schema import (
     DOCKER_INFORMATIONAL_KEYS,
+    EXTENSION_KEYS,
     CatalogEntryModel,
     CatalogFileModel,
     describe,
@@ -89,7 +90,7 @@ def _to_entry(
     warnings: list[Diagnostic] = []
     extra: dict[str, Any] = dict(model.model_extra or {})
     for path, key in extra_keys(model, at):
-        if len(path) == len(at) + 1 and key in DOCKER_INFORMATIONAL_KEYS:
+        if len(path) == len(at) + 1 and (key in DOCKER_INFORMATIONAL_KEYS or key in EXTENSION_KEYS):
             continue
         warnings.append(_warn(doc, path, "unknown key, ignored"))
 

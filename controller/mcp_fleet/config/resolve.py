@@ -123,8 +123,10 @@ class _Resolver:
         *,
         config_file: Path,
         config_doc: YamlDoc | None = None,
+        resolve_secrets: bool = True,
     ) -> None:
         self.catalog = catalog
+        self.resolve_secrets = resolve_secrets
         self.config_file = config_file
         self.config_doc = config_doc
         #: Warnings found while resolving (a catalog's broken config schema).
@@ -214,7 +216,7 @@ class _Resolver:
         self, entry: CatalogEntry, reg: RegistryEntry, problems: list[Diagnostic]
     ) -> dict[str, str]:
         out: dict[str, str] = {}
-        if not entry.secrets:
+        if not entry.secrets or not self.resolve_secrets:
             return out
         if self.secrets.refused:
             names = ", ".join(s.name for s in entry.secrets)
@@ -345,8 +347,15 @@ def current_catalogs(files: FleetFiles) -> tuple[Path, ...]:
     return default_catalogs(files.home) if files.catalogs_from_dir else files.catalogs
 
 
-def load_fleet(files: FleetFiles, *, fleet: str | None = None) -> DesiredState:
-    """Read and resolve every fleet file; ``FleetConfigError`` when a file is broken."""
+def load_fleet(
+    files: FleetFiles, *, fleet: str | None = None, resolve_secrets: bool = True
+) -> DesiredState:
+    """Read and resolve every fleet file; ``FleetConfigError`` when a file is broken.
+
+    ``resolve_secrets=False`` is for secrets delivered by someone else (a
+    Kubernetes Secret the kubelet injects): the secrets file is not read, and
+    ``secret_env`` stays empty without a missing-secret problem.
+    """
     files = replace(files, catalogs=current_catalogs(files))
     errors: list[Diagnostic] = []
 
@@ -362,13 +371,17 @@ def load_fleet(files: FleetFiles, *, fleet: str | None = None) -> DesiredState:
     config_read = attempt(read_config, files.config)
     config, config_doc = config_read if config_read is not None else ({}, None)
     tools = attempt(load_tools, files.tools)
-    secrets: SecretsFile | None = attempt(load_secrets, files.secrets)
+    secrets: SecretsFile | None = (
+        attempt(load_secrets, files.secrets)
+        if resolve_secrets
+        else SecretsFile(path=files.secrets, exists=False)
+    )
     if errors or catalog is None or registry is None or secrets is None:
         raise FleetConfigError(errors)
 
     resolver = _Resolver(
         catalog, config, tools, secrets, registry.entries, registry.path,
-        config_file=files.config, config_doc=config_doc,
+        config_file=files.config, config_doc=config_doc, resolve_secrets=resolve_secrets,
     )  # fmt: skip
     servers = {name: resolver.resolve(reg) for name, reg in sorted(registry.entries.items())}
 

@@ -176,6 +176,12 @@ DOCKER_INFORMATIONAL_KEYS = frozenset(
 )
 
 
+#: Our catalog keys that other parts read (``kubernetes``: MCPServer spec fields the
+#: operator's registry ConfigMap mode merges over what it derives from the entry):
+#: kept in ``extra`` without a warning.
+EXTENSION_KEYS = frozenset({"kubernetes"})
+
+
 class CatalogFileModel(Edge):
     version: Annotated[str, BeforeValidator(_version)] | None = None
     name: Text | None = None

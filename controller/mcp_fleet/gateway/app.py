@@ -6,7 +6,8 @@ checks, authentication), the limiter, the audit log, the per-call guard the
 router consults, the status pages and the metrics. Building it enforces the
 start-up rules: a broken tokens or OIDC file is a ``FleetConfigError``, and
 a non-loopback host without authentication is an ``UnsafeBindError``
-unless ``allow_unauthenticated``.
+unless ``allow_unauthenticated``. Tracing (``tracing``) is set up only when
+asked for, by ``settings.tracing`` or the ``OTEL_*`` environment.
 
 It can front the router two ways, with the same behaviour:
 
@@ -49,6 +50,8 @@ from mcp_fleet.gateway.metrics import FleetMetrics, default_metrics
 from mcp_fleet.gateway.oidc import OidcValidator, load_oidc_config
 from mcp_fleet.gateway.rebinding import HostPolicy
 from mcp_fleet.gateway.tokens import TokenVerifier, tokens_path
+from mcp_fleet.gateway.tracing import CallTracer
+from mcp_fleet.gateway.tracing import setup as setup_tracing
 from mcp_fleet.gateway.web import PATHS as PAGE_PATHS
 from mcp_fleet.gateway.web import StatusPages, StatusProvider
 
@@ -85,6 +88,9 @@ class GatewaySettings:
     public_metrics: bool = False
     audit: AuditSettings = field(default_factory=AuditSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    #: OpenTelemetry tracing: True/False (``--otel``/``--no-otel``), None: as the
+    #: ``OTEL_*`` environment says (``tracing.wanted``).
+    tracing: bool | None = None
     title: str = "mcp-fleet"
     refresh_seconds: float = 5.0
     cookie_max_age_seconds: int = 12 * 3600
@@ -112,6 +118,7 @@ class Gateway:
         settings: GatewaySettings,
         status_provider: StatusProvider,
         metrics: FleetMetrics | None = None,
+        tracer: CallTracer | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or default_metrics()
@@ -140,7 +147,11 @@ class Gateway:
         )
         self.audit = AuditLog(settings.audit)
         self.limiter = Limiter(settings.limits)
-        self.guard = CallGuard(metrics=self.metrics, limiter=self.limiter, audit=self.audit)
+        #: The call tracer (None: tracing off, or OpenTelemetry not installed).
+        self.tracer = tracer if tracer is not None else setup_tracing(settings.tracing)
+        self.guard = CallGuard(
+            metrics=self.metrics, limiter=self.limiter, audit=self.audit, tracer=self.tracer
+        )
         self.pages = StatusPages(
             status_provider,
             metrics=self.metrics,

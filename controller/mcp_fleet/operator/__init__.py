@@ -10,5 +10,7 @@ Layers, from pure to I/O (planning imports no Kubernetes client):
 - ``readiness``: a real MCP ``initialize`` over HTTP against a server's Service.
 - ``kube``: the few Kubernetes API calls the operator makes (kubernetes_asyncio).
 - ``handlers``: kopf wiring, the work queue and the reconcile pass.
+- ``registry_sync``: a registry ConfigMap's data -> the MCPServers it asks for (pure);
+  ``registry_watch``: follows that one ConfigMap and applies the difference.
 - ``main``: ``mcp-fleet operator``; ``bridge``: ``mcp-fleet bridge``.
 """

@@ -6,6 +6,10 @@ chart gives it a namespaced Role), in a list of namespaces with
 runs standalone: one replica, no kopf peering objects; the chart's
 Deployment uses the ``Recreate`` strategy so two operators never overlap.
 
+With ``--registry-configmap NAME`` it also keeps one MCPServer per enabled
+server of the ``registry.yaml`` in that ConfigMap of its own namespace
+(``registry_watch``), next to the reconciler that runs them.
+
 Credentials are read by the login handler at the moment kopf logs in (and
 again whenever it must re-login): ``$KUBECONFIG``, else the pod's service
 account, else ``~/.kube/config``. Neither Kubernetes client reads them at
@@ -15,6 +19,7 @@ import time here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +32,7 @@ from mcp_fleet import conventions as c
 from mcp_fleet.operator.handlers import OperatorConfig, Reconciler, build_registry, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions
 from mcp_fleet.operator.kube import own_namespace
+from mcp_fleet.operator.registry_watch import RegistryOptions, RegistrySync, add_handlers
 
 log = logging.getLogger("mcp_fleet.operator")
 
@@ -42,6 +48,10 @@ class OperatorOptions:
     bridge_image: str | None = None
     fleet_namespace: str | None = None
     liveness_endpoint: str | None = None
+    #: Registry ConfigMap mode: a ConfigMap in the operator's namespace holding registry.yaml.
+    registry_configmap: str | None = None
+    #: The Secret that catalog ``secrets:`` refer to in that mode (key = secret name).
+    registry_secret: str | None = None
 
 
 def default_bridge_image() -> str:
@@ -75,8 +85,22 @@ async def operate(
     stop_flag: asyncio.Event | None = None,
 ) -> None:
     """Run until cancelled (or ``stop_flag`` is set); tests call this with their own seams."""
-    reconciler = Reconciler(config or operator_config(options))
+    config = config or operator_config(options)
+    reconciler = Reconciler(config)
     registry = build_registry(reconciler)
+    sync_task: asyncio.Task[None] | None = None
+    if options.registry_configmap:
+        sync = RegistrySync(
+            RegistryOptions(
+                configmap=options.registry_configmap,
+                namespace=options.fleet_namespace or own_namespace() or "default",
+                secret=options.registry_secret,
+                resync_seconds=config.resync_seconds,
+            ),
+            load_configuration=config.load_configuration,
+        )
+        add_handlers(registry, sync)
+        sync_task = asyncio.create_task(sync.run(), name="registry")
     namespaces: Sequence[str] = resolve_namespaces(options)
     log.info(
         "MCPServer operator %s watching %s",
@@ -94,6 +118,10 @@ async def operate(
             stop_flag=stop_flag,
         )
     finally:
+        if sync_task is not None:
+            sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sync_task
         await reconciler.close()
 
 

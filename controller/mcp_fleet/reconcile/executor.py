@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from mcp_fleet import conventions
@@ -73,7 +73,7 @@ class Executor:
         concurrency: int = conventions.DEFAULT_START_CONCURRENCY,
         probe_timeout: float = conventions.DEFAULT_PROBE_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
-        retire: Callable[[str], bool] | None = None,
+        retire: Callable[[str], bool | Awaitable[bool]] | None = None,
     ) -> None:
         self.runtimes = runtimes
         self.retire = retire
@@ -125,7 +125,10 @@ class Executor:
             self.tracker.stopped(action.instance)
             return None
         if isinstance(action, ScaleDown):
-            if self.retire is not None and not self.retire(action.server):
+            agreed = True if self.retire is None else self.retire(action.server)
+            if not isinstance(agreed, bool):  # a router in another process: a round trip
+                agreed = await agreed
+            if not agreed:
                 self.tracker.in_use(action.server, at=self.clock())
                 log_event(log, logging.INFO, "scale-down skipped: in use", server=action.server)
                 return None

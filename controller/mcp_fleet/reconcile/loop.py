@@ -16,9 +16,12 @@ After every pass the controller publishes, into the ``EndpointTable``, one
 ``EndpointEntry(spec, endpoint)`` per Ready server (remote servers too, as
 ``HttpEndpoint``) and the set of on-demand servers (``publish_on_demand``:
 the router lists them while they are cold, and ``table.demand`` wakes this
-loop when a call wants one), then writes the status file (``statusfile``); the file is
-also written before each plan is applied, with the plan as ``pending``, so a
-long pass (an image pull, a slow first initialize) shows what it is doing.
+loop when a call wants one; before each plan the loop awaits
+``table.demand.refresh()``, which asks a router in another process over the
+demand socket, ``reconcile.demand_server``), then writes the status file
+(``statusfile``); the file is also written before each plan is applied, with
+the plan as ``pending``, so a long pass (an image pull, a slow first
+initialize) shows what it is doing.
 
 Why it is built this way:
 
@@ -124,7 +127,7 @@ class Controller:
         self.tracker = Tracker(backoff)
         self.executor = Executor(
             self.runtimes, self.tracker, concurrency=start_concurrency,
-            probe_timeout=probe_timeout, clock=clock, retire=endpoints.demand.retire,
+            probe_timeout=probe_timeout, clock=clock, retire=endpoints.demand.retire_async,
         )  # fmt: skip
         endpoints.demand.subscribe(self.wake)
         self._desired: DesiredState | None = None
@@ -170,6 +173,7 @@ class Controller:
         """The plan a pass would apply now, without applying it (``--dry-run``)."""
         desired = await self._load()
         observed = await self._observe()
+        await self._refresh_demand()
         return plan(desired, observed, self._memory())
 
     async def reconcile_once(self) -> StatusSnapshot:
@@ -183,6 +187,7 @@ class Controller:
             current = Plan()
             for round_ in range(self.max_rounds):
                 await self._note_exits(observed)
+                await self._refresh_demand()
                 memory = self._memory()
                 if desired is not None:
                     self.tracker.clear_marks(_failing(desired, memory))
@@ -275,6 +280,14 @@ class Controller:
         return status_path(self.files.state_dir)
 
     # One pass, step by step.
+
+    async def _refresh_demand(self) -> None:
+        """Fresh activity from a router in another process (``demand_ipc``); a no-op
+        for a router in this process, whose answers are read directly."""
+        try:
+            await self.endpoints.demand.refresh()
+        except Exception:  # a router bug must not stop the controller
+            log.exception("asking the router for its activity failed")
 
     def _memory(self) -> Memory:
         now = self.clock()

@@ -410,13 +410,15 @@ class Activator:
 
 
 def _metrics_hook() -> Callable[[str, float], None] | None:
-    """``metrics.cold_start`` when the gateway's metrics can be loaded, else None."""
+    """``metrics.cold_start`` (and its span, when tracing) when the gateway's metrics can be
+    loaded, else None."""
     try:
-        from mcp_fleet.gateway import metrics
+        from mcp_fleet.gateway import metrics, tracing
     except ImportError:
         return None
 
     def record(server: str, seconds: float) -> None:
         metrics.cold_start(server, seconds=seconds)
+        tracing.cold_start(server, seconds)
 
     return record

@@ -8,6 +8,13 @@ whose config hash matches its enabled server's spec (a container of an
 outdated spec is about to be replaced, and the replacement gets its own id).
 Level-triggered like the controller: a full pass on every Docker event and
 on a short period, and a broken fleet file keeps the last good state.
+
+On-demand servers are published too (``publish_on_demand``, with the
+fleet's list cache), so the router advertises a cold one from its cached
+lists or the catalog's ``tools`` as under ``mcp-fleet up``. Only those the
+controller runs in Docker: an entry with only ``process:`` runs as the
+controller's child, which a router in another process cannot reach. The
+calls that wait for one reach the controller through ``demand_client``.
 """
 
 from __future__ import annotations
@@ -20,12 +27,28 @@ from typing import Final
 from mcp_fleet.config import load_fleet
 from mcp_fleet.endpoints import DockerAttachEndpoint, EndpointEntry, EndpointTable
 from mcp_fleet.errors import FleetConfigError, RuntimeFailure
-from mcp_fleet.model import DesiredState, FleetFiles
+from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, ServerSpec
+from mcp_fleet.reconcile.demand import is_on_demand
+from mcp_fleet.reconcile.loop import ON_DEMAND_CACHE_DIR
 from mcp_fleet.runtimes.base import ObservedState
+from mcp_fleet.runtimes.select import place
 
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS: Final = 2.0
+_DOCKER_FLEET: Final = frozenset({RuntimeKind.DOCKER, RuntimeKind.PROCESS})
+
+
+def on_demand_specs(desired: DesiredState) -> dict[str, ServerSpec]:
+    """Enabled, usable on-demand servers that the controller runs as containers."""
+    return {
+        spec.name: spec
+        for spec in desired.enabled()
+        if spec.usable
+        and is_on_demand(spec)
+        and place(spec, preferred=RuntimeKind.DOCKER, available=_DOCKER_FLEET).kind
+        is RuntimeKind.DOCKER
+    }
 
 
 def endpoints_for(desired: DesiredState, observed: ObservedState) -> dict[str, EndpointEntry]:
@@ -78,6 +101,10 @@ async def follow_docker_fleet(
                 except RuntimeFailure as exc:
                     log.warning("cannot observe containers: %s", exc)
                 else:
+                    await table.publish_on_demand(
+                        on_demand_specs(desired),
+                        cache_dir=files.state_dir / ON_DEMAND_CACHE_DIR,
+                    )
                     await table.publish(endpoints_for(desired, observed))
             wake.clear()
             with contextlib.suppress(TimeoutError):

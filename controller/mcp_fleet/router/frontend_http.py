@@ -304,6 +304,12 @@ class HttpFrontend:
             else:
                 _error(responder, 400, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
             return
+        if msg.get("method") is not None and type(msg["method"]) is not str:  # not a 202
+            rid = msg.get("id")
+            err = jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, jsonrpc.INVALID_REQUEST,
+                                "method must be a string")  # fmt: skip
+            responder.respond(400, _JSON, err)
+            return
         headers = request.headers
         mid = msg.get("id")
         if mid is not None and msg.get("method") == "initialize":

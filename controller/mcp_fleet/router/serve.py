@@ -61,9 +61,12 @@ TRANSPORTS: tuple[Transport, ...] = ("stdio", "streamable-http", "sse")
 
 
 def stdio_guard(settings: GatewaySettings) -> tuple[CallGuard | None, Callable[[], None]]:
-    """The per-call guard for a stdio client (None when neither audit nor limits are on),
-    and how to close it (flushes the audit log)."""
-    if settings.audit.destination is None and not settings.limits.active:
+    """The per-call guard for a stdio client (None when audit, limits and tracing are all
+    off), and how to close it (flushes the audit log)."""
+    from mcp_fleet.gateway.tracing import setup as setup_tracing
+
+    tracer = setup_tracing(settings.tracing, transport="pipe")
+    if settings.audit.destination is None and not settings.limits.active and tracer is None:
         return None, lambda: None
     from mcp_fleet.gateway.audit import AuditLog
     from mcp_fleet.gateway.guard import CallGuard
@@ -71,7 +74,9 @@ def stdio_guard(settings: GatewaySettings) -> tuple[CallGuard | None, Callable[[
     from mcp_fleet.gateway.metrics import default_metrics
 
     audit = AuditLog(settings.audit)
-    guard = CallGuard(metrics=default_metrics(), limiter=Limiter(settings.limits), audit=audit)
+    guard = CallGuard(
+        metrics=default_metrics(), limiter=Limiter(settings.limits), audit=audit, tracer=tracer
+    )
     return guard, audit.close
 
 

@@ -38,7 +38,7 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.transport import MAX_MESSAGE_BYTES, StreamClosed
@@ -154,8 +154,9 @@ class _AttachProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A read-write transport, though not an asyncio.Transport subclass on uvloop
+        # (which ``mcp-fleet router`` and ``up`` run on): no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
