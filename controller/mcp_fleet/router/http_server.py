@@ -84,12 +84,22 @@ class Responder:
     started: bool = False
     finished: bool = False
     streaming: bool = False
-    #: Called once if the client goes away before the answer is finished.
+    #: Called once if the answer will never be finished: the client went away first, or
+    #: the handler failed (answered 500), so whoever waits to answer can let go.
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def closed(self) -> bool:
         return self.finished or self._conn.lost
+
+    def abandon(self) -> None:
+        """Run (and drop) the ``on_close`` callbacks: nobody will finish this answer."""
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("close callback failed")
 
     def respond(
         self, status: int, headers: list[tuple[bytes, bytes]] | tuple[()] = (), body: bytes = b""
@@ -189,11 +199,7 @@ class HttpConnection(asyncio.Protocol):
         current, self._current = self._current, None
         self._queue.clear()
         if current is not None and not current.finished:
-            for callback in current.on_close:
-                try:
-                    callback()
-                except Exception:
-                    log.exception("close callback failed")
+            current.abandon()
 
     # -- httptools callbacks -------------------------------------------------------
 
@@ -254,8 +260,11 @@ class HttpConnection(asyncio.Protocol):
             self._handler(request, responder)
         except Exception:
             log.exception("HTTP handler failed for %s %s", request.method, request.path)
+            responder.abandon()  # state the handler left for this answer is let go
             if not responder.started:
                 responder.respond(500, [(b"content-type", b"text/plain")], b"internal error")
+            elif not responder.finished:
+                self.abort()  # a stream half written: the client sees it end
 
     def response_done(self, responder: Responder) -> None:
         if responder is not self._current:

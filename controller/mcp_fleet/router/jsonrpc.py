@@ -32,6 +32,10 @@ REQUEST_TIMEOUT: Final = -32001
 BACKEND_UNAVAILABLE: Final = -32003
 #: MCP's "resource not found".
 RESOURCE_NOT_FOUND: Final = -32002
+#: LSP's RequestCancelled: ends the HTTP answer of a request the client cancelled (the
+#: 2025 streamable HTTP wire ends a request's stream only with a response; the SDK's
+#: server answers the same).
+REQUEST_CANCELLED: Final = -32800
 
 #: Protocol revisions negotiated through ``initialize``, oldest first. The same
 #: list as ``mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS`` (a test keeps them
