@@ -82,8 +82,9 @@ ensure_docker() {
     local dockerd_log=$CACHE/logs/dockerd.log
     # No systemd here: start the daemon ourselves, detached so it outlives this script.
     # No bridge network: containers get loopback only, all a stdio server needs.
+    # 9>&-: the daemon outlives this script and must not keep holding its lock.
     as_root setsid -f dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
-        </dev/null >>"$dockerd_log" 2>&1
+        </dev/null >>"$dockerd_log" 2>&1 9>&-
     local deadline=$((SECONDS + DOCKERD_WAIT_SECONDS))
     until docker info >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
