@@ -24,19 +24,23 @@ controller's loop), which servers have calls in flight and when each was
 last used (``activity``, read when the controller plans), and whether an
 idle server may go now (``retire``: the router agrees only with no call in
 flight, and routes later calls to the next instance). The controller never
-reaches into the router, the router never starts anything: both only talk
-through this table, in one process, so every check-and-mark is atomic on
+reaches into the router, the router never starts anything (but the
+instances of ``sessions: per-client`` servers, see ``router.session_launcher``):
+both only talk through this table, in one process, so every check-and-mark is atomic on
 the event loop. When they run as two processes (``mcp-fleet controller``
 and ``mcp-fleet router --dir``), ``demand_ipc`` carries the same three
 questions over a socket: the controller's source is then a
 ``RemoteDemandSource``, whose answers take a round trip (``refresh``
-before planning, ``retire_async`` before a stop).
+before planning, ``retire_async`` before a stop). ``mcp-fleet up`` has both:
+its own router (``serve``) and routers of other processes on its socket
+(``serve_remote``); their activity is merged, and an idle server stops only
+when every router agrees (the others first, then, atomically, the own).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -130,6 +134,7 @@ class Demand:
         self._wakers: list[Callable[[], None]] = []
         self._want_listeners: list[Callable[[str], None]] = []
         self._source: DemandSource | None = None
+        self._remote: DemandSource | None = None
 
     def subscribe(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever a cold server is wanted (the controller's loop)."""
@@ -142,11 +147,23 @@ class Demand:
 
     @property
     def source(self) -> DemandSource | None:
-        return self._source
+        """The router of this process (``serve``), else the others' (``serve_remote``)."""
+        return self._source if self._source is not None else self._remote
+
+    @property
+    def remote(self) -> DemandSource | None:
+        return self._remote
 
     def serve(self, source: DemandSource | None) -> None:
         """Install (or, with None, remove) the router that answers ``activity`` and ``retire``."""
         self._source = source
+
+    def serve_remote(self, source: DemandSource | None) -> None:
+        """Install (None: remove) the routers of other processes, beside ``serve``'s."""
+        self._remote = source
+
+    def _sources(self) -> list[DemandSource]:
+        return [s for s in (self._remote, self._source) if s is not None]
 
     def want(self, server: str) -> None:
         """A call is waiting for ``server``: wake whoever starts servers."""
@@ -156,26 +173,61 @@ class Demand:
             listener(server)
 
     def activity(self) -> Mapping[str, Activity]:
-        return {} if self._source is None else self._source.activity()
+        sources = self._sources()
+        if len(sources) == 1:
+            return sources[0].activity()
+        return merge_activity(s.activity() for s in sources)
 
     def retire(self, server: str) -> bool:
         """May an idle ``server`` be stopped now? Always yes when no router is attached."""
-        return True if self._source is None else self._source.retire(server)
+        return all(s.retire(server) for s in self._sources())
 
     async def refresh(self) -> None:
         """Before planning: let a source in another process fetch fresh activity
         (nothing to do, and no suspension, for a router in this process)."""
-        source = self._source
-        if isinstance(source, RemoteDemandSource):
-            await source.refresh()
+        for source in self._sources():
+            if isinstance(source, RemoteDemandSource):
+                await source.refresh()
 
     async def retire_async(self, server: str) -> bool:
         """``retire`` as the controller's executor asks it: with a round trip for a source
-        in another process, synchronously (check-and-mark atomic) for one in this process."""
-        source = self._source
-        if isinstance(source, RemoteDemandSource):
-            return await source.retire_async(server)
-        return True if source is None else source.retire(server)
+        in another process, synchronously (check-and-mark atomic) for one in this process.
+
+        With both, a busy router of this process says no before anyone is asked;
+        then the others are asked, and this process's router last, with no
+        suspension between its yes and the caller's stop.
+        """
+        sources = self._sources()
+        remote = [s for s in sources if isinstance(s, RemoteDemandSource)]
+        local = [s for s in sources if not isinstance(s, RemoteDemandSource)]
+        if remote and any(_busy(s.activity().get(server)) for s in local):
+            return False
+        for source in remote:
+            if not await source.retire_async(server):
+                return False
+        return all(s.retire(server) for s in local)
+
+
+def _busy(activity: Activity | None) -> bool:
+    return activity is not None and bool(activity.inflight or activity.waiting)
+
+
+def merge_activity(parts: Iterable[Mapping[str, Activity]]) -> dict[str, Activity]:
+    """Several routers' activity as one: the least idle, the calls of all of them."""
+    out: dict[str, Activity] = {}
+    for part in parts:
+        for name, a in part.items():
+            seen = out.get(name)
+            out[name] = (
+                a
+                if seen is None
+                else Activity(
+                    idle_seconds=min(seen.idle_seconds, a.idle_seconds),
+                    inflight=seen.inflight + a.inflight,
+                    waiting=seen.waiting + a.waiting,
+                )
+            )
+    return out
 
 
 class EndpointTable:

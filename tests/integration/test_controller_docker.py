@@ -271,7 +271,8 @@ async def test_enable_change_disable(
     new_hash = new_info["Config"]["Labels"][conventions.LABEL_CONFIG_HASH]
     assert new_hash != labels[conventions.LABEL_CONFIG_HASH]
     assert "ECHO_VERSION=2" in new_info["Config"]["Env"]
-    assert not exists(docker_client, first.instance), "the old container is gone"
+    # The replacement is Ready as soon as it answered; the old container goes right after.
+    assert await settles(lambda: not exists(docker_client, first.instance)), "the old one is gone"
     assert by_server(docker_client, fleet.name) == {"echo": [second.instance]}
     calls = recorder.calls
     assert ("ready", second.instance) in calls and ("stop", first.instance) in calls

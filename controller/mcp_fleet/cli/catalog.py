@@ -34,8 +34,6 @@ from mcp_fleet.cli.common import (
     print_json,
 )
 from mcp_fleet.cli.views import catalog_rows, runs
-from mcp_fleet.config.catalog_import import import_catalog
-from mcp_fleet.errors import Severity
 
 catalog_app = typer.Typer(
     help="Validate, show and import catalogs (the servers that exist).",
@@ -67,6 +65,8 @@ def validate(
       mcp-fleet catalog validate --dir ~/.docker/mcp
       mcp-fleet catalog validate --catalog ./custom.yaml --registry ./registry.yaml
     """
+    from mcp_fleet.errors import Severity
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         state = load_state(files)
@@ -105,6 +105,8 @@ def show(
       mcp-fleet catalog show
       mcp-fleet catalog show --json | jq '.[].name'
     """
+    from mcp_fleet.errors import Severity
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         state = load_state(files)
@@ -171,6 +173,8 @@ def import_(
       mcp-fleet catalog import ./team.yaml --name custom --dry-run
       mcp-fleet catalog import ./team.yaml --name custom --overwrite
     """
+    from mcp_fleet.config.catalog_import import import_catalog
+
     target_name = name or file.stem
     if not _NAME_RE.match(target_name):
         raise fail(f"invalid catalog name {target_name!r}: use letters, digits, '.', '_' or '-'")

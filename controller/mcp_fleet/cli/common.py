@@ -12,6 +12,12 @@ them there to show them in ``--help``) and passes them to
 Exit codes are part of the interface: 0 ok, 1 runtime failure, 2 bad input.
 ``exit_on_error()`` maps ``FleetConfigError`` to 2 (its diagnostics printed
 to stderr, one line each) and ``RuntimeFailure``/``OSError`` to 1.
+
+This module is imported by every command module, so by ``mcp-fleet --help``:
+it imports nothing heavier than typer and rich at module level. The config
+loader (pydantic models, YAML), the error types and the log setup are
+imported by the functions that use them; the command modules do the same
+with what their commands need (``tests/unit/cli/test_cli_imports.py``).
 """
 
 from __future__ import annotations
@@ -23,15 +29,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from mcp_fleet import logsetup
-from mcp_fleet.config import load_fleet, resolve_files
-from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
-from mcp_fleet.model import DesiredState, FleetFiles
+if TYPE_CHECKING:
+    from mcp_fleet.errors import Diagnostic
+    from mcp_fleet.model import DesiredState, FleetFiles
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -132,6 +137,8 @@ def fleet_files_from_options(
     secrets: Path | None = None,
 ) -> FleetFiles:
     """The ``FleetFiles`` the shared options select."""
+    from mcp_fleet.config import resolve_files
+
     return resolve_files(
         dir,
         catalogs=tuple(catalog or ()),
@@ -155,12 +162,16 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 def load_state(files: FleetFiles) -> DesiredState:
     """``load_fleet`` for commands that print the diagnostics themselves (no double logging)."""
+    from mcp_fleet.config import load_fleet
+
     with _quiet("mcp_fleet.config"):
         return load_fleet(files)
 
 
 def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
     """One line per diagnostic on stderr, ``error:`` or ``warning:`` first."""
+    from mcp_fleet.errors import Severity
+
     for diag in diagnostics:
         warning = diag.severity is Severity.WARNING
         label, style = ("warning", "yellow") if warning else ("error", "red")
@@ -178,6 +189,8 @@ def fail(message: str, *, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
     """Map mcp-fleet's errors to exit codes: bad input 2, runtime failure 1."""
+    from mcp_fleet.errors import FleetConfigError, RuntimeFailure
+
     try:
         yield
     except FleetConfigError as exc:
@@ -198,5 +211,7 @@ def print_json(data: Any) -> None:
 
 def setup_logging(*, verbose: int = 0, log_format: LogFormat = LogFormat.TEXT) -> None:
     """Log to stderr through ``mcp_fleet.logsetup``: warnings, ``-v`` info, ``-vv`` debug."""
+    from mcp_fleet import logsetup
+
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logsetup.setup_logging(fmt=log_format.value, level=level)

@@ -19,7 +19,6 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
@@ -29,13 +28,9 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from mcp_fleet import conventions
 from mcp_fleet.cli.common import (
@@ -56,19 +51,16 @@ from mcp_fleet.cli.common import (
     print_diagnostics,
     print_json,
 )
-from mcp_fleet.config.secrets import parse_secrets
-from mcp_fleet.endpoints import EndpointTable
-from mcp_fleet.errors import FleetConfigError, RuntimeFailure
-from mcp_fleet.logsetup import MASK, MIN_SECRET_LENGTH
-from mcp_fleet.model import FleetFiles, RuntimeKind
-from mcp_fleet.reconcile.demand_server import DemandServer
-from mcp_fleet.reconcile.loop import LOCK_FILE, Controller
-from mcp_fleet.reconcile.snapshot import StatusSnapshot
-from mcp_fleet.reconcile.statusfile import controller_alive, read_status, status_path
-from mcp_fleet.runtimes.base import Runtime
-from mcp_fleet.runtimes.process import LOGS_DIR, ProcessRuntime, read_log_tail
-from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.status import ServerState
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from mcp_fleet.endpoints import Demand
+    from mcp_fleet.model import FleetFiles, RuntimeKind
+    from mcp_fleet.reconcile.demand_server import DemandServer
+    from mcp_fleet.reconcile.loop import Controller
+    from mcp_fleet.reconcile.snapshot import StatusSnapshot
 
 
 class RuntimeChoice(StrEnum):
@@ -143,6 +135,13 @@ def controller_command(
     Wakes on file changes, server exits and every --resync seconds. A broken
     file is reported and the last good state is kept. Status: mcp-fleet status.
     """
+    import asyncio
+
+    from mcp_fleet.endpoints import EndpointTable
+    from mcp_fleet.model import RuntimeKind
+    from mcp_fleet.reconcile.loop import Controller
+    from mcp_fleet.runtimes.select import build_runtimes
+
     with exit_on_error():
         files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
         kind = RuntimeKind(runtime.value)
@@ -162,6 +161,8 @@ def controller_command(
 
 
 async def _controller_main(ctl: Controller, *, once: bool, dry_run: bool, json_out: bool) -> int:
+    import asyncio
+
     if dry_run:
         try:
             plan = await ctl.preview()
@@ -189,7 +190,7 @@ async def _controller_main(ctl: Controller, *, once: bool, dry_run: bool, json_o
     demand: DemandServer | None = None
     try:
         ctl.claim()  # the lock first: the demand socket is this controller's to replace
-        demand = await _serve_demand(ctl)
+        demand = await serve_demand(ctl.files.state_dir, ctl.endpoints.demand)
         task = asyncio.create_task(ctl.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -204,10 +205,14 @@ async def _controller_main(ctl: Controller, *, once: bool, dry_run: bool, json_o
     return 0
 
 
-async def _serve_demand(ctl: Controller) -> DemandServer | None:
-    """Listen for routers in other processes; without the socket only on-demand servers
-    behind ``router --dir`` suffer, so the controller runs on and says why."""
-    demand = DemandServer(ctl.files.state_dir, ctl.endpoints.demand)
+async def serve_demand(state_dir: Path, demand_channel: Demand) -> DemandServer | None:
+    """Listen for routers in other processes (``controller`` and ``up``, holding the fleet's
+    lock); without the socket only on-demand servers behind ``router --dir`` suffer, so
+    the controller runs on and says why."""
+    from mcp_fleet.errors import RuntimeFailure
+    from mcp_fleet.reconcile.demand_server import DemandServer
+
+    demand = DemandServer(state_dir, demand_channel)
     try:
         await demand.start()
     except (OSError, RuntimeFailure) as exc:
@@ -235,6 +240,10 @@ def status_command(
 
     Reads <fleet>/.state/status.json, written by the controller after every pass.
     """
+    from rich.live import Live
+
+    from mcp_fleet.reconcile.statusfile import controller_alive, status_path
+
     with exit_on_error():
         files = fleet_files_from_options(dir)
     path = status_path(files.state_dir)
@@ -259,6 +268,8 @@ def status_command(
 
 
 def _read(path: Path) -> StatusSnapshot:
+    from mcp_fleet.reconcile.statusfile import read_status
+
     try:
         snapshot = read_status(path)
     except (OSError, ValueError) as exc:
@@ -281,6 +292,10 @@ def _print_snapshot(snapshot: StatusSnapshot, *, json_out: bool, alive: bool) ->
 
 def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = None) -> Group:
     """The status as people read it: a header, file errors, then one row per server."""
+    from rich.console import Group, RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
     now = time.time() if now is None else now
     parts: list[RenderableType] = []
     who = (
@@ -339,6 +354,11 @@ def down_command(
     dir: DirOpt = None,
 ) -> None:
     """Stop the fleet's controller, then stop and remove every server instance the fleet owns."""
+    import asyncio
+
+    from mcp_fleet.model import RuntimeKind
+    from mcp_fleet.reconcile.statusfile import status_path
+
     with exit_on_error():
         files = fleet_files_from_options(dir)
         stopped = _stop_controller(files)
@@ -354,6 +374,9 @@ def down_command(
 
 def _stop_controller(files: FleetFiles, *, grace: float = 15.0) -> int | None:
     """SIGTERM the controller holding the fleet's lock (SIGKILL after ``grace``)."""
+    from mcp_fleet.errors import RuntimeFailure
+    from mcp_fleet.reconcile.loop import LOCK_FILE
+
     path = files.state_dir / LOCK_FILE
     if not path.exists():
         return None
@@ -382,6 +405,12 @@ def _stop_controller(files: FleetFiles, *, grace: float = 15.0) -> int | None:
 
 
 async def _down(files: FleetFiles, kind: RuntimeKind) -> list[str]:
+    from mcp_fleet.errors import RuntimeFailure
+    from mcp_fleet.model import RuntimeKind
+    from mcp_fleet.runtimes.base import Runtime
+    from mcp_fleet.runtimes.process import ProcessRuntime
+    from mcp_fleet.runtimes.select import build_runtimes
+
     fleet = conventions.fleet_name(files.home)
     runtimes: dict[RuntimeKind, Runtime] = {
         RuntimeKind.PROCESS: ProcessRuntime(fleet=fleet, state_dir=files.state_dir)
@@ -426,6 +455,10 @@ def logs_command(
     dir: DirOpt = None,
 ) -> None:
     """Print what a server wrote to stderr (secret values masked)."""
+    from mcp_fleet.model import RuntimeKind
+    from mcp_fleet.reconcile.statusfile import read_status, status_path
+    from mcp_fleet.runtimes.process import LOGS_DIR, read_log_tail
+
     if not conventions.SERVER_NAME_RE.match(server):
         raise fail(f"invalid server name {server!r}")  # never a path outside .state/logs
     with exit_on_error():
@@ -456,6 +489,10 @@ def _secret_values(files: FleetFiles) -> tuple[str, ...]:
     Read whatever the file's mode: a file refused for being readable by others
     may still have reached a container before, and masking is all they are for.
     """
+    from mcp_fleet.config.secrets import parse_secrets
+    from mcp_fleet.errors import FleetConfigError
+    from mcp_fleet.logsetup import MIN_SECRET_LENGTH
+
     try:
         text = files.secrets.read_text(encoding="utf-8-sig")
         values = parse_secrets(text, files.secrets).values()
@@ -486,6 +523,9 @@ def _follow_file(path: Path, *, poll: float = 0.25) -> None:
 def _docker_logs(container_id: str, *, follow: bool, tail: int, secrets: tuple[str, ...]) -> None:
     import docker
     from docker.errors import DockerException
+
+    from mcp_fleet.errors import RuntimeFailure
+    from mcp_fleet.logsetup import MASK
 
     def masked(line: str) -> str:
         for value in secrets:

@@ -15,10 +15,6 @@ import typer
 
 from mcp_fleet import conventions
 from mcp_fleet.cli.common import DirOpt, console, exit_on_error, fail
-from mcp_fleet.config.atomic import atomic_write
-from mcp_fleet.config.resolve import default_catalogs
-from mcp_fleet.config.secrets import SECRETS_MODE
-from mcp_fleet.examples.fleet import example_files
 
 HELP = """Write a working example fleet (three small servers run as local processes).
 
@@ -41,6 +37,11 @@ def init(
         bool, typer.Option("--force", help="Replace an existing fleet's files (backups kept).")
     ] = False,
 ) -> None:
+    from mcp_fleet.config.atomic import atomic_write
+    from mcp_fleet.config.resolve import default_catalogs
+    from mcp_fleet.config.secrets import SECRETS_MODE
+    from mcp_fleet.examples.fleet import example_files
+
     home = conventions.fleet_home(dir)
     existing = [
         p for p in (home / conventions.REGISTRY_FILE, *default_catalogs(home)) if p.exists()

@@ -21,7 +21,6 @@ stderr (so ``--audit-log -`` is refused there).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from enum import StrEnum
@@ -55,6 +54,11 @@ if TYPE_CHECKING:
 
 _ROUTER = "Router"
 _KUBE = "Kubernetes"
+
+#: Seconds a call waits for a cold on-demand server (``router.activator``'s default).
+ACTIVATION_TIMEOUT_SECONDS = 30.0
+#: The same for ``router --kubernetes``: a pod may first have to pull its image.
+KUBERNETES_ACTIVATION_TIMEOUT_SECONDS = 120.0
 
 
 class TransportChoice(StrEnum):
@@ -116,6 +120,29 @@ PageSizeOpt = Annotated[
         min=1,
         help="Items per page of tools/list and the other lists.",
         rich_help_panel=_ROUTER,
+    ),
+]
+ActivationTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--activation-timeout",
+        metavar="SECONDS",
+        min=0.1,
+        help="How long a call waits for a cold on-demand server to start before it fails.",
+        rich_help_panel=_ROUTER,
+    ),
+]
+RouterActivationTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--activation-timeout",
+        metavar="SECONDS",
+        min=0.1,
+        help="How long a call waits for a cold on-demand server to start before it fails "
+        f"(default: {ACTIVATION_TIMEOUT_SECONDS:g}; {KUBERNETES_ACTIVATION_TIMEOUT_SECONDS:g} "
+        "with --kubernetes, where a pod may first pull its image).",
+        rich_help_panel=_ROUTER,
+        show_default=False,
     ),
 ]
 KubernetesOpt = Annotated[
@@ -208,6 +235,7 @@ def router_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
+    activation_timeout: RouterActivationTimeoutOpt = None,
     gateway: GatewayOptions = NO_GATEWAY_OPTIONS,
     kubernetes: KubernetesOpt = False,
     namespace: NamespaceOpt = None,
@@ -223,6 +251,8 @@ def router_command(
 ) -> None:
     """Run the router alone: in front of a fleet's containers, of --server commands, or of
     a cluster's MCPServers (--kubernetes)."""
+    import asyncio
+
     from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec, parse_server_option
     from mcp_fleet.router.follow import follow_docker_fleet
     from mcp_fleet.router.http_service import router_status
@@ -239,8 +269,10 @@ def router_command(
             selector=selector, session_key_env=session_key_env, transport=transport,
             host=host, port=port, prefix=prefix, tools=tools, page_size=page_size,
             call_timeout=call_timeout,
+            activation_timeout=activation_timeout or KUBERNETES_ACTIVATION_TIMEOUT_SECONDS,
         )  # fmt: skip
         return
+    activation = activation_timeout or ACTIVATION_TIMEOUT_SECONDS
     with exit_on_error():
         adhoc = [parse_server_option(s) for s in server or ()]
         files = (
@@ -276,7 +308,7 @@ def router_command(
                 await fleet.publish()
                 router = Router(
                     fleet.table, prefix=prefix.value, tools=tools or (), page_size=page_size,
-                    on_event=backend_metrics,
+                    on_event=backend_metrics, activation_timeout=activation,
                 )  # fmt: skip
                 await serve(
                     router, transport=transport.value, host=host, port=port, gateway=settings,
@@ -294,7 +326,7 @@ def router_command(
         try:
             router = Router(
                 table, prefix=prefix.value, tools=tools or (), page_size=page_size,
-                on_event=backend_metrics,
+                on_event=backend_metrics, activation_timeout=activation,
             )  # fmt: skip
             await serve(
                 router, transport=transport.value, host=host, port=port, gateway=settings,
@@ -325,8 +357,11 @@ def kubernetes_router(
     tools: list[str] | None,
     page_size: int,
     call_timeout: float,
+    activation_timeout: float = KUBERNETES_ACTIVATION_TIMEOUT_SECONDS,
 ) -> None:
     """``router --kubernetes``: follow the cluster's MCPServers (``router.kube_router``)."""
+    import asyncio
+
     from mcp_fleet.endpoints import EndpointTable
     from mcp_fleet.router.kube_follow import parse_selector
     from mcp_fleet.router.kube_router import (
@@ -359,6 +394,7 @@ def kubernetes_router(
             return Router(
                 table, prefix=prefix.value, tools=tools or (), page_size=page_size,
                 on_event=backend_metrics, published=published,
+                activation_timeout=activation_timeout,
             )  # fmt: skip
 
         async def serve_router(router: Router) -> None:

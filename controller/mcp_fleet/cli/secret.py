@@ -9,7 +9,7 @@ file is written atomically with mode 600 (fixing a looser mode on the way).
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,9 +31,9 @@ from mcp_fleet.cli.common import (
     print_json,
 )
 from mcp_fleet.cli.views import secret_usage
-from mcp_fleet.config.secrets import check_name, remove_secret, secret_names, set_secret, too_open
-from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.model import DesiredState, FleetFiles
+
+if TYPE_CHECKING:
+    from mcp_fleet.model import DesiredState, FleetFiles
 
 secret_app = typer.Typer(
     help="Set, list and remove secrets in secrets.env (values are never printed). "
@@ -46,6 +46,8 @@ secret_app = typer.Typer(
 
 def _state_or_none(files: FleetFiles) -> DesiredState | None:
     """The fleet, for hints only: a broken fleet file must not block secret edits."""
+    from mcp_fleet.errors import FleetConfigError
+
     try:
         return load_state(files)
     except FleetConfigError:
@@ -91,6 +93,8 @@ def set_(
       mcp-fleet secret set PANOS_HOST=firewall.example.com
       pass show panos | mcp-fleet secret set PANOS_API_KEY
     """
+    from mcp_fleet.config.secrets import check_name, set_secret, too_open
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     name, has_value, value = assignment.partition("=")
     with exit_on_error():
@@ -132,6 +136,8 @@ def ls(
       mcp-fleet secret ls
       mcp-fleet secret ls --json
     """
+    from mcp_fleet.config.secrets import secret_names, too_open
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         names = set(secret_names(files.secrets))
@@ -187,6 +193,8 @@ def rm(
 
       mcp-fleet secret rm PANOS_API_KEY
     """
+    from mcp_fleet.config.secrets import remove_secret
+
     files = fleet_files_from_options(dir, secrets=secrets)
     with exit_on_error():
         removed = remove_secret(files.secrets, name)

@@ -8,7 +8,7 @@ registry entry for a server that does not exist); both edits go through
 from __future__ import annotations
 
 import difflib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -32,11 +32,9 @@ from mcp_fleet.cli.common import (
     print_json,
 )
 from mcp_fleet.cli.views import runs, server_rows
-from mcp_fleet.config.catalogs import load_catalogs
-from mcp_fleet.config.registry import load_registry
-from mcp_fleet.config.registry_edit import set_enabled
-from mcp_fleet.errors import FleetConfigError, Severity
-from mcp_fleet.model import FleetFiles
+
+if TYPE_CHECKING:
+    from mcp_fleet.model import FleetFiles
 
 server_app = typer.Typer(
     help="List, enable and disable servers in registry.yaml.",
@@ -72,6 +70,8 @@ def ls(
       mcp-fleet server ls
       mcp-fleet server ls --json
     """
+    from mcp_fleet.errors import Severity
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         state = load_state(files)
@@ -126,6 +126,9 @@ def enable(
       mcp-fleet server enable time
       mcp-fleet server enable cisco-asa --from custom
     """
+    from mcp_fleet.config.catalogs import load_catalogs
+    from mcp_fleet.config.registry_edit import set_enabled
+
     if not conventions.SERVER_NAME_RE.match(name):
         raise fail(
             f"invalid server name {name!r}: use letters, digits, '.', '_' or '-' "
@@ -159,6 +162,8 @@ def enable(
 
 
 def _report_problems(files: FleetFiles, name: str) -> None:
+    from mcp_fleet.errors import FleetConfigError
+
     try:
         state = load_state(files)
     except FleetConfigError as exc:
@@ -189,6 +194,10 @@ def disable(
 
       mcp-fleet server disable notes
     """
+    from mcp_fleet.config.catalogs import load_catalogs
+    from mcp_fleet.config.registry import load_registry
+    from mcp_fleet.config.registry_edit import set_enabled
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     with exit_on_error():
         reg = load_registry(files.registry)

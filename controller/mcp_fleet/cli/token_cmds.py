@@ -15,7 +15,7 @@ neither, the token may call everything.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -36,16 +36,10 @@ from mcp_fleet.cli.common import (
     load_state,
     print_json,
 )
-from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.gateway.identity import ALL, AllowList, PatternError
-from mcp_fleet.gateway.tokens import (
-    TokenError,
-    create_token,
-    load_tokens,
-    revoke_token,
-    tokens_path,
-)
-from mcp_fleet.model import FleetFiles
+
+if TYPE_CHECKING:
+    from mcp_fleet.gateway.identity import AllowList
+    from mcp_fleet.model import FleetFiles
 
 token_app = typer.Typer(
     help="Create, list and revoke the router's access tokens (stored hashed).",
@@ -95,6 +89,9 @@ def create(
       mcp-fleet token create ci-bot --servers github,time
       mcp-fleet token create reader --tools github:get_issue,time:*
     """
+    from mcp_fleet.gateway.identity import ALL, AllowList, PatternError
+    from mcp_fleet.gateway.tokens import TokenError, create_token, tokens_path
+
     files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     server_names = _split(servers)
     patterns = [f"{s}:*" if s != ALL else ALL for s in server_names] + _split(tools)
@@ -119,6 +116,8 @@ def create(
 
 
 def _warn_unknown_servers(allow: AllowList, files: FleetFiles) -> None:
+    from mcp_fleet.errors import FleetConfigError
+
     named = sorted(allow.visible)
     if not named:
         return
@@ -142,6 +141,8 @@ def ls(dir: DirOpt = None, json: JsonOpt = False) -> None:
       mcp-fleet token ls
       mcp-fleet token ls --json
     """
+    from mcp_fleet.gateway.tokens import load_tokens, tokens_path
+
     path = tokens_path(fleet_files_from_options(dir).home)
     with exit_on_error():
         records = sorted(load_tokens(path).values(), key=lambda r: r.name)
@@ -176,6 +177,8 @@ def revoke(
 
       mcp-fleet token revoke alice
     """
+    from mcp_fleet.gateway.tokens import revoke_token, tokens_path
+
     path = tokens_path(fleet_files_from_options(dir).home)
     with exit_on_error():
         removed = revoke_token(path, name)

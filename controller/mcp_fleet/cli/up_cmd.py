@@ -8,9 +8,16 @@ it prints nothing but protocol on stdout; everything else goes to stderr.
 The controller publishes every Ready server into an endpoint table and the
 router follows that table, so a server enabled in registry.yaml appears to
 connected clients (``notifications/tools/list_changed``) without a restart.
-Lists asked for before the controller's first pass has finished wait for it
-(up to the router's settle time), so a client that lists tools right after
-``initialize`` sees the fleet, not an empty gateway.
+Lists asked for before the fleet has started (every server Ready and
+attached, or failed) wait for it, up to the router's settle time, so a
+client that lists tools right after ``initialize`` sees the fleet, not an
+empty gateway; over stdio the answer to ``initialize`` itself waits (up to
+10 s, ``router.startup_gate``), so a call sent right after it works too.
+
+``up`` also listens on the fleet's demand socket (``reconcile.demand_server``),
+as ``mcp-fleet controller`` does: a ``mcp-fleet router --dir`` beside it
+(docker runtime) can then start cold on-demand servers too, while ``up``'s
+own router keeps its in-process path; ``endpoints.Demand`` merges the two.
 
 Over HTTP the team gateway fronts the router (see ``router_cmds``; its
 options, limits and tracing among them, come from ``gateway_options``): tokens
@@ -24,12 +31,10 @@ server is started.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import typer
@@ -46,13 +51,15 @@ from mcp_fleet.cli.common import (
     exit_on_error,
     fleet_files_from_options,
 )
-from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt
+from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt, serve_demand
 from mcp_fleet.cli.gateway_options import (
     NO_GATEWAY_OPTIONS,
     GatewayOptions,
     with_gateway_options,
 )
 from mcp_fleet.cli.router_cmds import (
+    ACTIVATION_TIMEOUT_SECONDS,
+    ActivationTimeoutOpt,
     HostOpt,
     PageSizeOpt,
     PortOpt,
@@ -62,10 +69,9 @@ from mcp_fleet.cli.router_cmds import (
     TransportChoice,
     TransportOpt,
 )
-from mcp_fleet.endpoints import EndpointEntry, EndpointTable
-from mcp_fleet.model import RuntimeKind
 
 if TYPE_CHECKING:
+    from mcp_fleet.reconcile.demand_server import DemandServer
     from mcp_fleet.reconcile.snapshot import StatusSnapshot
 
 
@@ -82,6 +88,7 @@ def up_command(
     prefix: PrefixOpt = PrefixChoice.COLLISIONS,
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
+    activation_timeout: ActivationTimeoutOpt = ACTIVATION_TIMEOUT_SECONDS,
     gateway: GatewayOptions = NO_GATEWAY_OPTIONS,
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
@@ -91,11 +98,17 @@ def up_command(
     secrets: SecretsOpt = None,
 ) -> None:
     """Run the fleet and serve it to MCP clients: controller and router in one process."""
+    import asyncio
+
+    from mcp_fleet.endpoints import EndpointTable
+    from mcp_fleet.model import RuntimeKind
     from mcp_fleet.reconcile.loop import Controller
     from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router, RouterEvent
     from mcp_fleet.router.serve import run, serve
+    from mcp_fleet.router.session_launcher import max_session_instances, session_launcher
     from mcp_fleet.runtimes.select import build_runtimes
+    from mcp_fleet.status import ServerState
 
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():
@@ -119,6 +132,12 @@ def up_command(
         say("  other clients: mcp-fleet client config claude-desktop|codex|cursor --transport http")
         say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
 
+    #: Set after the first pass that leaves no server starting (each is Ready, and
+    #: published, or failed), or whose files are broken: the fleet as it starts is
+    #: known, and the router need wait no longer for it (lists, a stdio initialize).
+    published = asyncio.Event()
+    starting = (ServerState.PENDING, ServerState.STARTING)
+
     class MeteredController(Controller):
         """The controller, reporting its passes and its servers' states to the metrics."""
 
@@ -132,7 +151,10 @@ def up_command(
                 snapshot = await super().reconcile_once()
             except Exception:
                 metrics.reconcile_error("pass")
+                published.set()  # a pass that fails says nothing more about the start
                 raise
+            if not any(s.state in starting for s in snapshot.servers):
+                published.set()
             metrics.reconcile_pass(seconds=time.perf_counter() - started)
             if snapshot.file_errors:
                 metrics.reconcile_error("files")
@@ -147,7 +169,7 @@ def up_command(
             return snapshot
 
     async def main() -> None:
-        table = _AnnouncingTable()
+        table = EndpointTable()
         controller = MeteredController(files, runtimes, table, preferred_runtime=kind)
 
         def on_event(event: RouterEvent, server: str, detail: str) -> None:
@@ -161,9 +183,12 @@ def up_command(
 
         router = Router(
             table, prefix=prefix.value, tools=tools or (), page_size=page_size,
-            on_event=on_event, published=table.published, settle_timeout=30.0,
+            on_event=on_event, published=published, settle_timeout=30.0,
+            activation_timeout=activation_timeout, launcher=session_launcher(files.home, kind),
+            max_session_instances=max_session_instances(),
         )  # fmt: skip
         tasks: list[asyncio.Task[None]] = []
+        demand: DemandServer | None = None
 
         def start_fleet() -> None:
             """The endpoint is listening: now start the servers."""
@@ -176,7 +201,8 @@ def up_command(
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, main_task.cancel)
         try:
-            controller.claim()
+            controller.claim()  # the lock first: the demand socket is this fleet's to replace
+            demand = await serve_demand(files.state_dir, table.demand)
             await serve(
                 router, transport=transport.value, host=host, port=port, gateway=settings,
                 status_provider=lambda: router_status(router, controller.status().to_json()),
@@ -187,6 +213,8 @@ def up_command(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if demand is not None:
+                await demand.aclose()
             await controller.aclose()
             if tasks:
                 say("fleet stopped")
@@ -196,19 +224,3 @@ def up_command(
             run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
-
-
-class _AnnouncingTable(EndpointTable):
-    """An endpoint table that also says when it was first published (the first pass is done).
-
-    The controller publishes at the end of every pass, changed or not, so the
-    first ``publish`` marks the moment the fleet as it starts is known.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.published = asyncio.Event()
-
-    async def publish(self, entries: Mapping[str, EndpointEntry]) -> None:
-        await super().publish(entries)
-        self.published.set()

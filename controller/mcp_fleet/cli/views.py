@@ -8,9 +8,10 @@ ever includes a secret value; secrets appear by name only.
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp_fleet.model import CatalogEntry, DesiredState, ServerSpec
+if TYPE_CHECKING:
+    from mcp_fleet.model import CatalogEntry, DesiredState, ServerSpec
 
 
 def runs(entry: CatalogEntry | None, *, short: bool = False) -> str:

@@ -151,12 +151,32 @@ class MarkFailed:
     verb = "mark-failed"
 
 
-Action = Remove | ScaleDown | Create | Replace | Adopt | Probe | MarkFailed
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Cut short a server's actions still in flight (a start or a probe under way).
+
+    Planned when the server was disabled, removed or changed while they ran.
+    The executor cancels them and stops what they started; the next plan,
+    with nothing in flight, does the rest (removes, or starts the new config).
+    """
+
+    server: str
+    cause: str
+
+    @property
+    def resource(self) -> str:
+        return f"server:{self.server}"
+
+    verb = "cancel"
+
+
+Action = Remove | ScaleDown | Create | Replace | Adopt | Probe | MarkFailed | Cancel
 
 #: The order actions print and run in: removals first (so a leftover is gone
 #: before its successor starts: never two copies), then bookkeeping, then
 #: starts and probes.
 PHASES: dict[str, int] = {
+    "cancel": 0,
     "remove": 0,
     "scale-down": 0,
     "mark-failed": 1,

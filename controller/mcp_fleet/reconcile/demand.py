@@ -18,13 +18,18 @@ The rules:
   ``now`` is an idle period past its last use (or its start, if it was never
   used), else the planner asks to be woken exactly then.
 - Remote servers run nowhere, so their lifecycle changes nothing.
+- ``sessions: per-client`` servers never run a shared instance: every
+  client session gets its own, which the router starts and stops
+  (``router.per_client``). For the planner they are on demand and never
+  wanted; a shared instance still running (the entry was ``shared``
+  before) is scaled down at once, as nothing routes calls to it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from mcp_fleet.model import Lifecycle, ServerSpec, ServerType
+from mcp_fleet.model import Lifecycle, ServerSpec, ServerType, SessionMode
 from mcp_fleet.reconcile.actions import ScaleDown
 from mcp_fleet.reconcile.memory import Memory
 from mcp_fleet.runtimes.base import Instance
@@ -34,11 +39,22 @@ DEFAULT_IDLE_TIMEOUT_SECONDS: Final = 600.0
 
 
 def is_on_demand(spec: ServerSpec) -> bool:
-    """True for a server we run that should only run while it is used."""
+    """True for a server we run that should only run while it is used (``lifecycle:
+    on-demand``), or never as a shared instance (``sessions: per-client``)."""
     entry = spec.entry
     return (
         entry is not None
-        and entry.lifecycle is Lifecycle.ON_DEMAND
+        and (entry.lifecycle is Lifecycle.ON_DEMAND or entry.sessions is SessionMode.PER_CLIENT)
+        and entry.type is ServerType.SERVER
+    )
+
+
+def is_per_client(spec: ServerSpec) -> bool:
+    """True for a server we run whose client sessions each get an instance of their own."""
+    entry = spec.entry
+    return (
+        entry is not None
+        and entry.sessions is SessionMode.PER_CLIENT
         and entry.type is ServerType.SERVER
     )
 
@@ -66,6 +82,8 @@ def idle_check(
     spec: ServerSpec, instance: Instance, memory: Memory
 ) -> tuple[ScaleDown | None, float | None]:
     """For a ready instance of an on-demand server: a scale-down now, or when to look again."""
+    if is_per_client(spec) and spec.name not in memory.busy:
+        return ScaleDown(instance, "per-client: each client session runs its own instance"), None
     timeout = idle_timeout(spec)
     if spec.name in memory.busy or spec.name in memory.demanded:
         return None, memory.now + max(timeout, 0.1)

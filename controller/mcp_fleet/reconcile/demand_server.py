@@ -1,10 +1,11 @@
 """The controller's end of the demand channel: routers in other processes, as one ``DemandSource``.
 
-``mcp-fleet controller`` serves this on ``<fleet>/.state/demand.sock``
-(``demand_ipc`` says why a socket and what goes over it); every
-``mcp-fleet router --dir`` of the fleet connects to it. To the controller's
-loop it is the router of ``EndpointTable.demand``, as the in-process
-``Activator`` is under ``mcp-fleet up``:
+``mcp-fleet controller`` and ``mcp-fleet up`` serve this on
+``<fleet>/.state/demand.sock`` (``demand_ipc`` says why a socket and what
+goes over it); every ``mcp-fleet router --dir`` of the fleet connects to it.
+To the controller's loop it is the remote source of ``EndpointTable.demand``
+(``Demand.serve_remote``), beside the in-process ``Activator`` of ``up``'s
+own router (``Demand`` merges the two):
 
 - ``want`` from any router wakes the loop (``Demand.want``).
 - ``activity`` is what the routers said at the last ``refresh``, which the
@@ -130,14 +131,14 @@ class DemandServer:
             sock.close()
             raise
         self.path = path
-        self.demand.serve(self)
+        self.demand.serve_remote(self)
         log_event(log, logging.DEBUG, "demand socket listening", path=str(path))
         return path
 
     async def aclose(self) -> None:
         """Stop listening, drop every router, remove the socket (and its pointer file)."""
-        if self.demand.source is self:
-            self.demand.serve(None)
+        if self.demand.remote is self:
+            self.demand.serve_remote(None)
         if self._server is not None:
             self._server.close()
         for router in list(self._routers.values()):

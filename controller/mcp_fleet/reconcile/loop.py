@@ -19,9 +19,7 @@ the router lists them while they are cold, and ``table.demand`` wakes this
 loop when a call wants one; before each plan the loop awaits
 ``table.demand.refresh()``, which asks a router in another process over the
 demand socket, ``reconcile.demand_server``), then writes the status file
-(``statusfile``); the file is also written before each plan is applied, with
-the plan as ``pending``, so a long pass (an image pull, a slow first
-initialize) shows what it is doing.
+(``statusfile``), with what is still under way as ``pending``.
 
 Why it is built this way:
 
@@ -31,6 +29,15 @@ Why it is built this way:
   (30 s) only wake the loop; a missed event costs latency, never
   correctness. A pass repeats observe-plan-apply (at most ``max_rounds``
   times) until the plan is empty, so one pass converges what it can.
+- **A slow server holds nothing back.** Applying a plan launches each
+  server's actions in the background (``executor``) and a pass never waits
+  for them: a server whose first ``initialize`` takes the whole probe
+  timeout is shown Starting while edits of the files, restarts of the
+  others and status writes go on; the planner leaves a server in flight
+  alone, or cancels its flight when it was disabled or changed. Each
+  landing wakes the loop, which observes and plans again. ``run`` works
+  that way; ``reconcile_once`` outside ``run`` (``--once``, tests) also
+  waits for what it launched and passes again, so it returns converged.
 - **Last good state.** When a file breaks, the error is reported in the
   status (file, line, field) and the loop keeps reconciling the last
   DesiredState that loaded; fixing the file resumes. Before any good load,
@@ -62,9 +69,14 @@ from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, frozen_map
 from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.executor import Executor
-from mcp_fleet.reconcile.memory import Memory, Tracker
+from mcp_fleet.reconcile.memory import InFlight, Memory, Tracker
 from mcp_fleet.reconcile.plan import plan, prepare
-from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot, server_statuses
+from mcp_fleet.reconcile.snapshot import (
+    ServerStatus,
+    StatusSnapshot,
+    pending_lines,
+    server_statuses,
+)
 from mcp_fleet.reconcile.statusfile import status_path, write_status
 from mcp_fleet.runtimes.base import Instance, ObservedState, Runtime
 from mcp_fleet.runtimes.select import place
@@ -78,6 +90,8 @@ LOCK_FILE = "controller.lock"
 REASON_CONTROLLER_EXITED = "ControllerExited"
 #: Under the state directory: the router's cached lists of on-demand servers.
 ON_DEMAND_CACHE_DIR = "cache"
+#: While actions are in flight, how long a woken loop waits to take more landings at once.
+LANDING_BATCH_SECONDS = 0.025
 
 
 def default_loader(files: FleetFiles) -> DesiredState:
@@ -128,6 +142,7 @@ class Controller:
         self.executor = Executor(
             self.runtimes, self.tracker, concurrency=start_concurrency,
             probe_timeout=probe_timeout, clock=clock, retire=endpoints.demand.retire_async,
+            on_change=self.wake,
         )  # fmt: skip
         endpoints.demand.subscribe(self.wake)
         self._desired: DesiredState | None = None
@@ -146,6 +161,10 @@ class Controller:
         self._lock_file: IO[str] | None = None
         #: A pass has run (so ``aclose`` has a status worth writing).
         self._ran = False
+        #: ``run`` is looping: a pass does not wait for the actions it launched.
+        self._looping = False
+        #: What was in flight when the last observation was taken (see ``_observe``).
+        self._observed_in_flight: Mapping[str, InFlight] = frozen_map()
         self._signature: tuple[tuple[str, int, int, int], ...] = ()
         self._loaded_at = float("-inf")
 
@@ -177,9 +196,30 @@ class Controller:
         return plan(desired, observed, self._memory())
 
     async def reconcile_once(self) -> StatusSnapshot:
-        """One pass: load, observe, plan, apply (repeated until nothing is left to do)."""
+        """One pass: load, observe, plan, apply (repeated until nothing is left to do).
+
+        Inside ``run`` the pass returns without waiting for the actions it
+        launched (their landing wakes the loop). Called on its own (``--once``,
+        tests) it waits for them and passes again, at most ``max_rounds``
+        times, so what it returns is converged as far as one call can.
+        """
         self._acquire_lock()
         self._ran = True
+        if self._looping:
+            return await self._pass()
+        self._wake.clear()  # nobody waits on it here; landings set it
+        snapshot = await self._pass()
+        for _ in range(self.max_rounds):
+            # Done once nothing flies, nothing flew when the runtimes were last
+            # listed (that listing may miss what a flight did) and nothing is left.
+            if not (self.executor.in_flight or self._observed_in_flight or snapshot.pending):
+                break
+            await self.executor.settle()
+            self._wake.clear()
+            snapshot = await self._pass()
+        return snapshot
+
+    async def _pass(self) -> StatusSnapshot:
         async with self._pass_lock:
             desired = await self._load()
             observed = await self._observe()
@@ -195,20 +235,10 @@ class Controller:
                 if not current:
                     break
                 if round_ and self._wake.is_set():
-                    # Woken during the last round (a file edit, an exit): end the pass
-                    # so the next one re-reads the files first. A round lasts as long
-                    # as its slowest probe; more rounds on stale files would hold an
-                    # edit (a disable, a fix) back by up to max_rounds probe timeouts.
+                    # Woken during the last round (a file edit, an exit, a landing):
+                    # end the pass so the next one re-reads the files first.
                     break
-                # The progress write runs beside the apply, not before it: a call
-                # waiting for an on-demand server does not wait for a file write.
-                progress = asyncio.create_task(
-                    self._show_progress(desired, observed, memory, current)
-                )
-                try:
-                    await self.executor.apply(current)
-                finally:
-                    await progress
+                await self.executor.launch(current)
                 observed = await self._observe()
             self._wake_at = current.wake_at
             snapshot = self._build_snapshot(desired, observed, memory, current)
@@ -221,8 +251,10 @@ class Controller:
             return snapshot
 
     async def run(self) -> None:
-        """Reconcile until cancelled, woken by files, runtime events and the resync timer."""
+        """Reconcile until cancelled, woken by files, runtime events, landings of
+        actions in flight and the resync timer."""
         self._acquire_lock()
+        self._looping = True
         stop = asyncio.Event()
         helpers = [
             asyncio.create_task(self._follow_events(r), name=f"events:{k.value}")
@@ -238,7 +270,13 @@ class Controller:
                 except Exception:  # a bug must not end the loop; the next pass retries
                     log.exception("reconcile pass failed")
                 await self._sleep()
+                if self.executor.in_flight:
+                    # Landings come in bursts while many servers start: a moment's
+                    # wait lets one pass take several (a hundred starts: ~60 passes
+                    # without it, half the controller's CPU).
+                    await asyncio.sleep(LANDING_BATCH_SECONDS)
         finally:
+            self._looping = False
             stop.set()
             for task in helpers:
                 task.cancel()
@@ -249,7 +287,9 @@ class Controller:
 
     async def aclose(self, *, stop_processes: bool = True) -> None:
         """Release the runtimes and the lock; process children are stopped (they cannot
-        outlive the controller anyway), containers keep running."""
+        outlive the controller anyway), containers keep running; actions in flight
+        are cut short (a container being probed is left for a successor to adopt)."""
+        await self.executor.aclose()
         process = self.runtimes.get(RuntimeKind.PROCESS)
         stop_all = getattr(process, "stop_all", None)
         stopped = stop_processes and stop_all is not None
@@ -302,6 +342,7 @@ class Controller:
             demanded=frozenset(s for s, a in activity.items() if a.waiting),
             busy=frozenset(s for s, a in activity.items() if a.waiting or a.inflight),
             last_active={s: now - a.idle_seconds for s, a in activity.items()},
+            observed_in_flight=self._observed_in_flight,
         )  # fmt: skip
 
     async def _load(self) -> DesiredState | None:
@@ -361,17 +402,6 @@ class Controller:
                 out[name] = why.removeprefix(f"{name}: ")
         return frozen_map(out)
 
-    async def _show_progress(
-        self, desired: DesiredState | None, observed: ObservedState, memory: Memory, todo: Plan
-    ) -> None:
-        """Write the status before applying a plan, with the plan as ``pending``.
-
-        A pass can take a while (an image pull, a slow server's first
-        initialize); meanwhile ``mcp-fleet status`` shows what is being done
-        rather than nothing (first pass) or the state before the edit.
-        """
-        await self._set_status(self._build_snapshot(desired, observed, memory, todo))
-
     async def _set_status(self, snapshot: StatusSnapshot) -> None:
         if self.write_status_file:
             await asyncio.to_thread(write_status, self.status_file, snapshot)
@@ -390,6 +420,15 @@ class Controller:
         self._file_errors = diagnostics or (Diagnostic("the fleet files do not load"),)
 
     async def _observe(self) -> ObservedState:
+        """Every runtime's instances, and (noted first) what was in flight meanwhile.
+
+        A flight may land while the runtimes are listed, after or before they
+        saw what it did; until the next observation its server counts as in
+        flight (``Tracker.memory``), so no plan or exit count is made from a
+        listing older than what the flight did (a second start, an instance
+        taken for vanished).
+        """
+        in_flight = frozen_map(self.tracker.in_flight)
         instances: list[Instance] = []
         unavailable = []
         errors: dict[str, str] = {}
@@ -408,12 +447,14 @@ class Controller:
                     log, logging.ERROR, "runtime unavailable", runtime=kind_value, error=error
                 )
         self._runtime_errors = errors
+        self._observed_in_flight = in_flight
         return ObservedState(tuple(instances), tuple(unavailable))
 
     async def _note_exits(self, observed: ObservedState) -> None:
         """Count instances of ours that exited or vanished as failures (backoff)."""
         now = self.clock()
-        for inst in self.tracker.unexpected_exits(observed):
+        busy = self._observed_in_flight.keys()
+        for inst in self.tracker.unexpected_exits(observed, busy=busy):
             tail: tuple[str, ...] = ()
             runtime = self.runtimes.get(inst.runtime)
             if runtime is not None:
@@ -441,13 +482,14 @@ class Controller:
                 exit_code=code,
                 last_line=tail[-1] if tail else None,
             )
-        self.tracker.forget_vanished(observed)
+        self.tracker.forget_vanished(observed, busy=busy)
         self.tracker.note_healthy(observed, now=now)
 
     def _build_snapshot(
         self, desired: DesiredState | None, observed: ObservedState, memory: Memory, rest: Plan
     ) -> StatusSnapshot:
-        servers = server_statuses(desired, observed, self.tracker, self._memory())
+        now = self._memory()
+        servers = server_statuses(desired, observed, self.tracker, now)
         return StatusSnapshot(
             fleet=desired.fleet if desired else None,
             home=str(self.files.home),
@@ -460,7 +502,7 @@ class Controller:
                 d for d in (desired.diagnostics if desired else ())
                 if d.severity is Severity.WARNING
             ),
-            pending=tuple(str(rest).splitlines()) if rest else (),
+            pending=pending_lines(rest, now),
             runtime_errors=dict(self._runtime_errors),
         )  # fmt: skip
 

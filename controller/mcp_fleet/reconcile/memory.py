@@ -9,17 +9,46 @@ it. Before each plan the loop takes a ``Memory``: an immutable snapshot with
 ``now`` in it, so ``plan(desired, observed, memory)`` stays a pure,
 deterministic function. What the router reports about on-demand servers
 (wanted, busy, last used) enters the same way, as facts of the snapshot.
+
+Actions still under way are facts too (``InFlight``, per server): starting a
+server and waiting for its first ``initialize`` answer can take as long as
+the probe timeout, so the executor runs such work in the background and the
+planner, seeing it in flight, leaves that server alone (or cancels the work
+when the server was disabled or changed meanwhile) instead of waiting for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 
 from mcp_fleet.logsetup import redactor
 from mcp_fleet.model import RuntimeKind, frozen_map
 from mcp_fleet.reconcile.backoff import BackoffPolicy, Health
 from mcp_fleet.runtimes.base import Instance, ObservedState
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The actions of one server the executor is still carrying out (in the background)."""
+
+    #: When they were launched (same clock as ``Memory.now``).
+    since: float
+    #: The actions, as plans print them (``describe``); status shows them as pending.
+    actions: tuple[str, ...] = ()
+    #: The config hash and runtime of the instance they start or probe; None when
+    #: they only stop instances (nothing to cancel: a stop is left to finish).
+    config_hash: str | None = None
+    runtime: RuntimeKind | None = None
+    #: Waiting for a start slot (the executor's limit on starts in flight).
+    queued: bool = False
+    #: Asked to stop short (the server was disabled or changed meanwhile).
+    cancelling: bool = False
+
+    @property
+    def starts(self) -> bool:
+        """True when they start or probe an instance (and can be cancelled)."""
+        return self.config_hash is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +82,8 @@ class Memory:
     last_active: Mapping[str, float] = field(default_factory=frozen_map)
     #: Per server: when its last instance was scaled to zero (for status).
     scaled_down: Mapping[str, float] = field(default_factory=frozen_map)
+    #: Per server: actions the executor is still carrying out (see ``InFlight``).
+    in_flight: Mapping[str, InFlight] = field(default_factory=frozen_map)
 
 
 class Tracker:
@@ -75,6 +106,8 @@ class Tracker:
         self.scaled_down: dict[str, float] = {}
         #: Per server: when the router last refused a scale-down (it was in use then).
         self.used_at: dict[str, float] = {}
+        #: Per server: actions under way (the executor launches and lands them).
+        self.in_flight: dict[str, InFlight] = {}
 
     def health_of(self, server: str) -> Health:
         return self.health.setdefault(server, Health())
@@ -89,7 +122,15 @@ class Tracker:
         demanded: frozenset[str] = frozenset(),
         busy: frozenset[str] = frozenset(),
         last_active: Mapping[str, float] | None = None,
+        observed_in_flight: Mapping[str, InFlight] | None = None,
     ) -> Memory:
+        """The planner's snapshot at ``now``.
+
+        ``observed_in_flight`` are the flights that were under way when the
+        observation the plan is made from was taken: one that has landed
+        since counts as still in flight, since that observation may predate
+        what it did (an instance started, another stopped).
+        """
         next_start: dict[str, float] = {}
         causes: dict[str, str] = {}
         for server, h in self.health.items():
@@ -113,6 +154,7 @@ class Tracker:
             busy=busy,
             last_active=frozen_map(_latest(last_active or {}, self.used_at)),
             scaled_down=frozen_map(self.scaled_down),
+            in_flight=frozen_map({**(observed_in_flight or {}), **self.in_flight}),
         )
 
     # Outcomes reported by the executor.
@@ -190,15 +232,43 @@ class Tracker:
     def mark(self, server: str, key: str) -> None:
         self.marked[server] = key
 
+    # Actions under way, reported by the executor.
+
+    def launched(self, server: str, flight: InFlight) -> None:
+        self.in_flight[server] = flight
+
+    def queued(self, server: str, *, waiting: bool) -> None:
+        """A start waits for a slot (``waiting``), or got one."""
+        flight = self.in_flight.get(server)
+        if flight is not None and flight.queued != waiting:
+            self.in_flight[server] = replace(flight, queued=waiting)
+
+    def cancelling(self, server: str) -> None:
+        flight = self.in_flight.get(server)
+        if flight is not None:
+            self.in_flight[server] = replace(flight, cancelling=True)
+
+    def landed(self, server: str) -> None:
+        self.in_flight.pop(server, None)
+
     # Facts the loop derives from each observation.
 
-    def unexpected_exits(self, observed: ObservedState) -> list[Instance]:
-        """Instances we own that are observed exited or have vanished, not yet counted."""
+    def unexpected_exits(
+        self, observed: ObservedState, *, busy: Collection[str] = ()
+    ) -> list[Instance]:
+        """Instances we own that are observed exited or have vanished, not yet counted.
+
+        Servers with actions in flight now or when ``observed`` was taken
+        (``busy``) are left out: ``observed`` may predate an instance their
+        flight started, and an instance that dies while it is probed is the
+        probe's failure to report; an exit nobody counted is counted on the
+        first look after the flight has landed.
+        """
         seen = {i.instance_id: i for i in observed.instances}
         blind = {kind for kind, _ in observed.unavailable}
         out: list[Instance] = []
         for iid, known in sorted(self._known.items()):
-            if known.runtime in blind:
+            if known.runtime in blind or self._busy(known.server, busy):
                 continue
             now_seen = seen.get(iid)
             if (now_seen is not None and now_seen.running) or iid in self._exit_noted:
@@ -207,11 +277,15 @@ class Tracker:
             out.append(now_seen if now_seen is not None else known)
         return out
 
-    def forget_vanished(self, observed: ObservedState) -> None:
-        """Drop what we remember of instances that no runtime reports any more."""
+    def forget_vanished(self, observed: ObservedState, *, busy: Collection[str] = ()) -> None:
+        """Drop what we remember of instances that no runtime reports any more
+        (servers in flight aside, as in ``unexpected_exits``)."""
         seen = {i.instance_id for i in observed.instances}
         blind = {kind for kind, _ in observed.unavailable}
-        gone = [i for i, k in self._known.items() if i not in seen and k.runtime not in blind]
+        gone = [
+            i for i, k in self._known.items()
+            if i not in seen and k.runtime not in blind and not self._busy(k.server, busy)
+        ]  # fmt: skip
         for iid in gone:
             self._known.pop(iid, None)
             self._exit_noted.discard(iid)
@@ -219,6 +293,9 @@ class Tracker:
             self.probe_failed.discard(iid)
             self.owned.discard(iid)
             self.ready_since.pop(iid, None)
+
+    def _busy(self, server: str, busy: Collection[str]) -> bool:
+        return server in self.in_flight or server in busy
 
     def note_healthy(self, observed: ObservedState, *, now: float) -> None:
         """Ready instances that stayed up for the window end their server's failure row."""

@@ -9,6 +9,8 @@ can be compared as text and ``--dry-run`` shows exactly what a pass would do.
 
 The rules, per server:
 
+- Actions still in flight (a start or probe under way, ``inflight``):
+  nothing new; cancelled when the server was disabled, removed or changed.
 - No registry entry: remove every instance ("orphaned"). Disabled: remove.
 - Enabled but unusable (unknown catalog entry, missing secret, no runtime
   for it, a spec its runtime refuses as ``Memory.unsupported`` says): mark
@@ -20,6 +22,8 @@ The rules, per server:
   instance is created only while a call wants it; a ready one that nobody
   used for its idle timeout is scaled down (``ScaleDown``), and the plan
   names when it wants to look again (``wake_at``) while it is warm.
+  ``sessions: per-client`` servers count as on demand and are never
+  wanted: the router starts one instance per client session itself.
 - Otherwise converge to exactly one running instance with the spec's
   config hash on the chosen runtime:
   leftovers of a previous controller that cannot be taken over (process
@@ -55,6 +59,7 @@ from mcp_fleet.reconcile.actions import (
     short_hash,
 )
 from mcp_fleet.reconcile.demand import idle_check, is_on_demand, should_run
+from mcp_fleet.reconcile.inflight import in_flight_check
 from mcp_fleet.reconcile.memory import Memory
 from mcp_fleet.runtimes.base import Instance, ObservedState
 from mcp_fleet.runtimes.select import Placement, place
@@ -97,9 +102,18 @@ def plan(desired: DesiredState | None, observed: ObservedState, memory: Memory) 
     owned, ready, probe_failed = memory.owned, memory.ready, memory.probe_failed
     actions: list[Action] = []
     wake: list[float] = []
-    for name in sorted(desired.servers.keys() | ours.keys()):
+    for name in sorted(desired.servers.keys() | ours.keys() | memory.in_flight.keys()):
         insts = ours.get(name, [])
         spec = desired.servers.get(name)
+        flight = memory.in_flight.get(name)
+        if flight is not None:  # its actions are under way: nothing new, or cancel them
+            now = prepared.get(name)
+            cancel = in_flight_check(
+                name, spec, flight, config_hash=now.config_hash if now else None,
+                runtime=now.placement.kind if now else None,
+            )  # fmt: skip
+            actions += [cancel] if cancel is not None else []
+            continue
         if spec is not None and spec.enabled and len(insts) == 1:
             # The steady state, kept cheap: one ready instance of the right spec.
             inst, prep = insts[0], prepared[name]

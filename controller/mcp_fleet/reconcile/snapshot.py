@@ -20,6 +20,14 @@ nothing of them runs, Stopping until then (orphans too, while removed). An
 on-demand server with nothing running and no call waiting for it is
 Stopped with reason ScaledToZero (unless it is failing or crash-looping):
 cold is its normal state, and ``all_ready`` counts it as fine.
+
+Actions in flight (``Memory.in_flight``: a start or a probe the executor
+carries out in the background) count as well: a server being started is
+Starting even before its instance exists (an image pull), or Pending while
+it waits for a start slot; a crash-looping or failed one stays so while it
+is retried; a disabled one is Stopping until its flight has landed. What is in
+flight is listed in ``pending`` too (``pending_lines``), after what the last
+plan still had to do.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from typing import Any
 
 from mcp_fleet.errors import Diagnostic, Severity
 from mcp_fleet.model import DesiredState, RuntimeKind
+from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import Health
-from mcp_fleet.reconcile.memory import Memory, Tracker
+from mcp_fleet.reconcile.memory import InFlight, Memory, Tracker
 from mcp_fleet.reconcile.plan import prepare
 from mcp_fleet.runtimes.base import Instance, ObservedState
 from mcp_fleet.status import (
@@ -47,6 +56,8 @@ from mcp_fleet.status import (
 
 SCHEMA_VERSION = 1
 _TAIL = 10
+#: States a server keeps while a start of it is retried (until an instance runs).
+_KEPT_WHILE_RETRIED = frozenset({ServerState.CRASHLOOP, ServerState.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +216,13 @@ def server_statuses(
                 )  # fmt: skip
             out.append(_with_instance(st, insts[0] if insts else None, health))
             continue
+        flight = memory.in_flight.get(name)
         if not spec.enabled:
-            if insts:  # Stopped means nothing runs: until then it is Stopping
+            if insts or flight is not None:  # Stopped means nothing runs: until then Stopping
                 st = ServerStatus(
                     name, "disabled", ServerState.STOPPING, REASON_DISABLED, "being stopped"
                 )
-                out.append(_with_instance(st, insts[0], health))
+                out.append(_with_instance(st, insts[0] if insts else None, health))
                 continue
             out.append(
                 ServerStatus(
@@ -286,10 +298,39 @@ def server_statuses(
             out.append(_with_instance(st, running[0], health))
             continue
         down = _down(name, health, tracker, memory, placement.kind, config_hash)
+        if flight is not None and flight.starts and down.state not in _KEPT_WHILE_RETRIED:
+            out.append(_starting(down, flight, memory))
+            continue
         if prep.on_demand and name not in memory.demanded and down.state is ServerState.PENDING:
             down = _cold(down, memory)
         out.append(down)
     return tuple(out)
+
+
+def pending_lines(rest: Plan, memory: Memory) -> tuple[str, ...]:
+    """What is still to do (the last plan's actions), then what is under way."""
+    lines = str(rest).splitlines() if rest else []
+    for _, flight in sorted(memory.in_flight.items()):
+        note = "waiting for a start slot" if flight.queued else "in flight"
+        if flight.cancelling:
+            note = "being cancelled"
+        lines += [f"{line} [{note}]" for line in flight.actions]
+    return tuple(lines)
+
+
+def _starting(down: ServerStatus, flight: InFlight, memory: Memory) -> ServerStatus:
+    """A server whose start is under way and whose instance does not run yet."""
+    state, message = ServerState.STARTING, "being started"
+    if flight.queued:
+        state, message = ServerState.PENDING, "waiting for a start slot"
+    message += f" for {max(0.0, memory.now - flight.since):.0f} s"
+    if down.message:
+        message += f" (last failure: {down.message})"
+    return ServerStatus(
+        down.name, down.desired, state, REASON_STARTING, message,
+        runtime=down.runtime, restarts=down.restarts, exit_code=down.exit_code,
+        stderr_tail=down.stderr_tail, config_hash=down.config_hash,
+    )  # fmt: skip
 
 
 def _cold(down: ServerStatus, memory: Memory) -> ServerStatus:

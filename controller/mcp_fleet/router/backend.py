@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Bytes buffered towards a backend that stopped reading before calls are refused.
 MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
+#: Where a session's request ids start, drawn at random below this: within the
+#: integers every JSON parser keeps exact (2**53), with room to count up.
+_ID_SPACE: Final = 1 << 48
 
 #: What the router declares to every backend: it can forward these to clients.
 ROUTER_CLIENT_CAPABILITIES: Final[JsonObject] = {
@@ -120,7 +124,10 @@ class BackendSession:
         self._client_version = client_version
         self._close_stream = close_stream
         self._pending: dict[int, _Pending] = {}
-        self._next_id = 0
+        # Ids start at a random point: a second router attached to the same stdio
+        # container (Docker hands its stdout to every attach) or the controller's
+        # probe must never take this session's answers for its own.
+        self._next_id = secrets.randbelow(_ID_SPACE)
         self._closed = False
         self.close_reason = ""
         self._reader: asyncio.Task[None] | None = None

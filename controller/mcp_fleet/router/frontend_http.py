@@ -340,7 +340,7 @@ class HttpFrontend:
         policy = hs.policy
         if policy is not None:
             policy.use(identity, headers)
-        if mid is None or "method" not in msg:
+        if mid is None or msg.get("method") is None:  # a notification, or a response
             if policy is None or policy.admit(msg, len(request.body), hs):
                 hs.handle_notification(msg)
             responder.respond(202)

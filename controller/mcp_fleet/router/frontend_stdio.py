@@ -7,6 +7,11 @@ awaiting; reading pauses while more than ``MAX_BACKLOG_BYTES`` wait to be
 read by a client that stopped reading, so a stalled client cannot make the
 router buffer without bound.
 
+The client's first message (``initialize``) is answered once the fleet
+started with the router is there, and a call for a server still starting
+waits for it (``startup_gate``, bounded), so a client that calls a tool
+right after ``initialize`` does not get "Unknown tool".
+
 When stdin ends the client is gone: its session closes, which cancels every
 call it still has in flight at the backend (``notifications/cancelled``),
 before the router itself shuts down and stops the servers.
@@ -30,6 +35,7 @@ from mcp_fleet.router.callpolicy import CallPolicy, GuardedChannel
 from mcp_fleet.router.jsonrpc import RequestId
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.session import RouterSession
+from mcp_fleet.router.startup_gate import INITIALIZE_HOLD_SECONDS, StartupGate
 from mcp_fleet.transport import MAX_MESSAGE_BYTES, MessageTooLarge, NewlineStream, StreamClosed
 
 if TYPE_CHECKING:
@@ -107,17 +113,27 @@ async def serve_stream(
     *,
     writer: asyncio.StreamWriter | None = None,
     guard: CallGuard | None = None,
+    startup_hold: float = INITIALIZE_HOLD_SECONDS,
 ) -> None:
     """Serve one client over ``stream`` until it closes.
 
     ``writer`` is the stream's output side, for back-pressure; ``guard`` the
-    gateway's per-call guard (audit, limits, metrics), if any.
+    gateway's per-call guard (audit, limits, metrics), if any;
+    ``startup_hold`` bounds how long ``initialize`` waits for the fleet.
     """
     channel = _StdioChannel(stream)
     policy = CallPolicy(guard, router, session_id="stdio") if guard is not None else None
     session = router.open_session(
         GuardedChannel(channel, policy) if policy is not None else channel, session_id="stdio"
     )
+
+    def dispatch(raw: bytes) -> None:
+        if policy is None:
+            session.handle(raw)
+        elif not session.closed:
+            _admit(policy, session, channel, raw)
+
+    gate = StartupGate(router, dispatch, hold=startup_hold)
     try:
         while True:
             try:
@@ -125,7 +141,9 @@ async def serve_stream(
             except MessageTooLarge as exc:
                 channel.send(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, str(exc)))
                 continue
-            if policy is None:
+            if gate.active:
+                await gate.admit(raw)
+            elif policy is None:
                 session.handle(raw)
             else:
                 _admit(policy, session, channel, raw)
@@ -135,6 +153,7 @@ async def serve_stream(
     except StreamClosed:
         pass
     finally:
+        gate.close()
         session.close()
         if policy is not None:
             policy.close()

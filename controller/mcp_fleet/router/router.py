@@ -27,6 +27,13 @@ controller's questions about activity through ``EndpointTable.demand``.
 Such a backend is handed to waiting calls right after its ``initialize``;
 its lists are read afterwards and only update what is advertised if they
 changed.
+
+``sessions: per-client`` servers (``per_client``) are never attached as
+shared backends: their lists are advertised like a cold on-demand server's,
+and each client session's calls go to an instance of its own, started on
+its first call (through ``launcher``, under ``mcp-fleet up``) and stopped
+when the session ends. Subscriptions, log levels and roots of such a
+server are the session's own, sent to its instance directly.
 """
 
 from __future__ import annotations
@@ -58,9 +65,11 @@ from mcp_fleet.router.attach import (
     fetch_list,
 )
 from mcp_fleet.router.backend import BackendError, BackendSession
-from mcp_fleet.router.clients import ClientHub
+from mcp_fleet.router.clients import ClientHub, quietly
 from mcp_fleet.router.jsonrpc import JsonObject
+from mcp_fleet.router.per_client import PerClient, is_per_client
 from mcp_fleet.router.session import ClientChannel, RouterSession
+from mcp_fleet.router.session_launcher import DEFAULT_MAX_INSTANCES, SessionLauncher
 from mcp_fleet.router.table import (
     Kind,
     PrefixMode,
@@ -119,6 +128,8 @@ class Router(ClientHub):
         on_event: Callable[[RouterEvent, str, str], None] | None = None,
         published: asyncio.Event | None = None,
         activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT,
+        launcher: SessionLauncher | None = None,
+        max_session_instances: int = DEFAULT_MAX_INSTANCES,
     ) -> None:
         self.endpoints = endpoints
         self.prefix_mode: PrefixMode = prefix
@@ -135,12 +146,19 @@ class Router(ClientHub):
         self._attached: dict[str, _Attachment] = {}
         #: Set once every server published at start has been attached or has failed.
         self.settled = asyncio.Event()
+        #: ``loop.time()`` after which nobody waits for ``settled`` (set on first use).
+        self._settle_by: float | None = None
         self._wake = asyncio.Event()
         self._known_renames: set[Rename] = set()
         #: On-demand servers: cold lists, calls waiting for a start, activity.
         self.activator = Activator(
             self, endpoints.demand, timeout=activation_timeout, on_discovered=self._wake.set
         )
+        #: ``sessions: per-client`` servers: an instance per client session.
+        self.per_client = PerClient(
+            launcher=launcher, max_instances=max_session_instances, timeout=activation_timeout,
+            attach_timeout=attach_timeout, on_change=self._per_client_changed,
+        )  # fmt: skip
         ClientHub.__init__(self)
 
     # -- following the endpoint table -------------------------------------------
@@ -148,8 +166,11 @@ class Router(ClientHub):
     async def run(self) -> None:
         """Follow the endpoint table until cancelled; detaches everything on the way out."""
         version = -1
+        if self._settle_by is None:
+            self._settle_by = asyncio.get_running_loop().time() + self.settle_timeout
         watcher = asyncio.create_task(self._watch_table(), name="router-watch")
         self.endpoints.demand.serve(self.activator)
+        self.per_client.start()
         try:
             while True:
                 if self.endpoints.version != version:
@@ -161,6 +182,7 @@ class Router(ClientHub):
                     and (self._published is None or self._published.is_set())
                     and all(a.task is None or a.task.done() for a in self._attached.values())
                     and not self.activator.discovering()
+                    and not self.per_client.discovering()
                 ):
                     self.settled.set()
                 self._wake.clear()
@@ -188,7 +210,14 @@ class Router(ClientHub):
         return max(0.01, min(due) - time.monotonic())
 
     async def _reconcile(self, published: Mapping[str, EndpointEntry]) -> None:
-        await self.activator.update(self.endpoints.on_demand(), self.endpoints.cache_dir)
+        on_demand = self.endpoints.on_demand()
+        own = {n: s for n, s in on_demand.items() if is_per_client(s)}
+        own_published = {n: e for n, e in published.items() if is_per_client(e.spec)}
+        if own or own_published or len(self.per_client):
+            on_demand = {n: s for n, s in on_demand.items() if n not in own}
+            published = {n: e for n, e in published.items() if n not in own_published}
+        await self.activator.update(on_demand, self.endpoints.cache_dir)
+        await self.per_client.update(own, own_published, self.endpoints.cache_dir)
         for name in list(self._attached):
             att = self._attached[name]
             entry = published.get(name)
@@ -333,6 +362,8 @@ class Router(ClientHub):
         for spec, cold in self.activator.advertised():
             if spec.name not in current:
                 current[spec.name] = self._lists_for(spec, cold)
+        for spec, own in self.per_client.advertised():
+            current.setdefault(spec.name, self._lists_for(spec, own))
         lists = list(current.values())
         table = build_table(lists, prefix_mode=self.prefix_mode, tool_patterns=self.tool_patterns)
         problems = check_table(table)
@@ -389,10 +420,48 @@ class Router(ClientHub):
         self._emit("detached", server, "idle: scaled to zero")
         return True
 
+    async def wait_backend(self, session: RouterSession, server: str) -> BackendSession:
+        """The backend a call of ``session`` for ``server`` goes to once it runs: the session's
+        own instance of a per-client server, else the (cold) on-demand server's."""
+        if server in self.per_client:
+            return await self.per_client.backend_for(session, server)
+        return await self.activator.wait(server)
+
+    def _per_client_changed(self) -> None:
+        self._rebuild()
+        self._wake.set()
+
     async def subscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject:
+        if server in self.per_client:  # the session's own instance holds its subscriptions
+            backend = await self.per_client.backend_for(session, server)
+            await backend.call("resources/subscribe", {"uri": uri})
+            return {}
         if self.backend(server) is None and server in self.activator:
             await self.activator.wait(server)
         return await ClientHub.subscribe(self, session, server, uri)
+
+    async def unsubscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject:
+        if server in self.per_client:
+            backend = self.per_client.ready(session, server)
+            if backend is not None:
+                await backend.call("resources/unsubscribe", {"uri": uri})
+            return {}
+        return await ClientHub.unsubscribe(self, session, server, uri)
+
+    async def set_log_level(self, session: RouterSession, level: str) -> JsonObject:
+        result = await ClientHub.set_log_level(self, session, level)
+        own = [b for b in self.per_client.backends_of(session) if "logging" in b.capabilities]
+        await asyncio.gather(*(quietly(b.call("logging/setLevel", {"level": level})) for b in own))
+        return result
+
+    def roots_changed(self, session: RouterSession) -> None:
+        ClientHub.roots_changed(self, session)
+        for backend in self.per_client.backends_of(session):
+            backend.notify("notifications/roots/list_changed")
+
+    def session_closed(self, session: RouterSession) -> None:
+        ClientHub.session_closed(self, session)
+        self.per_client.session_ended(session)
 
     def open_session(self, channel: ClientChannel, *, session_id: str = "") -> RouterSession:
         """A new client session (a frontend calls this per client)."""
@@ -403,9 +472,30 @@ class Router(ClientHub):
     def backends(self) -> list[BackendSession]:
         return [a.backend for a in self._attached.values() if a.backend is not None]
 
-    async def wait_settled(self) -> None:
+    async def wait_settled(self, *, timeout: float | None = None) -> None:
+        """Wait until ``settled``, but no later than ``settle_timeout`` after the router
+        started (``timeout``, if given, may cut that short): however many requests
+        wait for it, one slow server delays a client once, not once per request."""
+        loop = asyncio.get_running_loop()
+        if self._settle_by is None:
+            self._settle_by = loop.time() + self.settle_timeout
+        limit = self._settle_by - loop.time()
+        if timeout is not None:
+            limit = min(limit, timeout)
+        if self.settled.is_set() or limit <= 0:
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.settled.wait(), timeout=self.settle_timeout)
+            await asyncio.wait_for(self.settled.wait(), timeout=limit)
+
+    def first_attaches(self) -> list[asyncio.Task[None]]:
+        """The attaches under way of published servers never attached yet (not on demand):
+        a call for a name no attached server offers may be for one of them."""
+        return [
+            a.task
+            for name, a in self._attached.items()
+            if a.backend is None and not a.failures and a.task is not None and not a.task.done()
+            and name not in self.activator
+        ]  # fmt: skip
 
     def initialize_result(self, protocol_version: str) -> JsonObject:
         result: JsonObject = {
@@ -446,6 +536,7 @@ class Router(ClientHub):
                 for name in sorted(self.endpoints.on_demand())
                 if name in self.activator
             },
+            "per_client": self.per_client.describe(),
             "tools": len(self.table.tools),
             "prompts": len(self.table.prompts),
             "resources": len(self.table.resources),
@@ -515,5 +606,6 @@ class Router(ClientHub):
         await self.activator.aclose()
         for session in list(self.sessions):
             session.close()
+        await self.per_client.aclose()
         for name in list(self._attached):
             await self._detach(name, "router stopped")

@@ -259,7 +259,13 @@ class RouterSession:
     def _forward(self, server: str, mid: RequestId, msg: JsonObject) -> None:
         backend = self.router.backend(server)
         if backend is None:
-            if server in self.router.activator:
+            per_client = self.router.per_client
+            if server in per_client:  # ``sessions: per-client``: this session's own instance
+                backend = per_client.ready(self, server)
+                if backend is not None:
+                    self._forward_to(backend, mid, msg)
+                    return
+            if server in self.router.activator or server in per_client:
                 self._forward_when_started(server, mid, msg)
                 return
             self._error(
@@ -280,11 +286,12 @@ class RouterSession:
         self.inflight[mid] = (backend, bid)
 
     def _forward_when_started(self, server: str, mid: RequestId, msg: JsonObject) -> None:
-        """Hold a call for a cold on-demand server until it runs, then forward it."""
+        """Hold a call until its backend runs (a cold on-demand server, or this session's
+        first call of a per-client server), then forward it."""
 
         async def wait_then_forward() -> None:
             try:
-                backend = await self.router.activator.wait(server)
+                backend = await self.router.wait_backend(self, server)
             except BackendError as exc:
                 self._error_obj(mid, exc.to_error())
                 return

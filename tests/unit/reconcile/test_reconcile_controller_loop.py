@@ -243,10 +243,12 @@ async def test_status_shows_a_pass_in_progress(tmp_path: Path) -> None:
         if ctl.status().servers:
             break
         await asyncio.sleep(0.01)
-    assert ctl.status().server("slow").state is ServerState.PENDING  # type: ignore[union-attr]
+    # The start is in flight: Starting (before any instance exists), the create pending.
+    assert ctl.status().server("slow").state is ServerState.STARTING  # type: ignore[union-attr]
     during = json.loads(path.read_text())  # written before status() changed
-    assert [(s["name"], s["state"]) for s in during["servers"]] == [("slow", "Pending")]
+    assert [(s["name"], s["state"]) for s in during["servers"]] == [("slow", "Starting")]
     assert during["pending"][0].startswith("create") and "server:slow" in during["pending"][0]
+    assert during["pending"][0].endswith("[in flight]")
     release.set()
     snap = await one
     assert snap.server("slow").state is ServerState.READY  # type: ignore[union-attr]
