@@ -19,7 +19,13 @@ Shared safely, it bounds what one client can hold: a body over
 ``max_body_bytes`` is refused with 413 as soon as its ``Content-Length``
 is read (or, when chunked, as soon as it grows past it), and a request must
 arrive whole within ``request_timeout`` of its first byte (a new connection
-counts as a request begun), else 408 and the connection is closed. One
+counts as a request begun), else 408 and the connection is closed. A
+refusal (400 for bytes that are not HTTP, 413, 408) comes after the answers
+to the requests before it, in order, and nothing after it is read, so a
+pipelined request or stray bytes behind a ``connection: close`` request
+never cost the client the answer it is owed (an event stream, which never
+ends by itself, is cut off instead); a client that half-closes gets its
+answers, then the close. One
 watchdog task per server checks those deadlines every second, so a request
 costs a clock read rather than a timer.
 """
@@ -175,6 +181,11 @@ class HttpConnection(asyncio.Protocol):
         self._current: Responder | None = None
         self._failed = False
         self.lost = False
+        #: We closed the connection (after a ``connection: close`` answer or a refusal): what
+        #: else the client sent is not read, nothing more is written.
+        self.closing = False
+        #: A refusal (status, text) held until the answers to the requests before it are out.
+        self._refusal: tuple[int, bytes] | None = None
         #: When the request being read began (monotonic), None between requests.
         self.reading_since: float | None = None
 
@@ -186,12 +197,27 @@ class HttpConnection(asyncio.Protocol):
         self.reading_since = time.monotonic()  # a silent new connection is a slow request
 
     def data_received(self, data: bytes) -> None:
+        if self.closing or self._failed:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"upgrades are not supported")
         except httptools.HttpParserError:
             self._fail(400, b"malformed HTTP request")
+
+    def eof_received(self) -> bool:
+        """The client sent all it will (a half-close): answer what it asked, then close.
+
+        An event stream never ends by itself, so it ends here; a request cut short is
+        never answered.
+        """
+        self.reading_since = None
+        current = self._current
+        if current is None or current.streaming or self.closing:
+            return False  # the transport closes now
+        self._failed = True  # read nothing more; response_done closes after the last answer
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -233,8 +259,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.reading_since = None
-        if self.lost or self._failed:
-            return
+        if self.lost or self._failed or self.closing:
+            return  # bytes after a request that closes the connection (pipelined or garbage)
         path, _, query = self._url.decode("latin-1").partition("?")
         request = Request(
             method=self._parser.get_method().decode("latin-1"),
@@ -271,17 +297,30 @@ class HttpConnection(asyncio.Protocol):
             return
         self._current = None
         if not responder.keep_alive:
-            if self._transport is not None:
-                self._transport.close()
+            self._close()
             return
         if self._queue:
-            if self._transport is not None:
+            if self._transport is not None and not self._failed:
                 self._transport.resume_reading()
             self._dispatch(self._queue.popleft())
+        elif self._refusal is not None:
+            status, message = self._refusal
+            self._refusal = None
+            self._refuse(status, message)
+        elif self._failed:
+            self._close()  # the client half-closed: every answer is out
 
     def write(self, data: bytes) -> None:
-        if self._transport is not None and not self.lost:
+        if self._transport is not None and not self.lost and not self.closing:
             self._transport.write(data)
+
+    def _close(self) -> None:
+        """Close after what is written so far; the rest of the client's bytes are ignored."""
+        self.closing = True
+        self.reading_since = None
+        self._queue.clear()
+        if self._transport is not None:
+            self._transport.close()
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
@@ -299,15 +338,29 @@ class HttpConnection(asyncio.Protocol):
         self._fail(408, b"Request Timeout: the request did not arrive in time")
 
     def _fail(self, status: int, message: bytes) -> None:
-        if self._failed:
+        """Refuse what the client sends now: after the answers to the requests before it
+        (in order, as pipelining asks), then close. Nothing more is read."""
+        if self._failed or self.closing:
             return
         self._failed = True
-        if self._current is None and self._transport is not None and not self.lost:
+        self.reading_since = None
+        current = self._current
+        if current is not None and current.streaming and not current.finished:
+            self._close()  # an event stream never ends by itself: it ends here, unanswered
+            return
+        if current is not None and not self.lost:
+            self._refusal = (status, message)
+            if self._transport is not None:
+                self._transport.pause_reading()
+            return
+        self._refuse(status, message)
+
+    def _refuse(self, status: int, message: bytes) -> None:
+        if self._transport is not None and not self.lost:
             Responder(self, keep_alive=False).respond(
                 status, [(b"content-type", b"text/plain; charset=utf-8")], message
             )
-        if self._transport is not None:
-            self._transport.close()
+        self._close()
 
 
 async def _watch_slow_requests(
