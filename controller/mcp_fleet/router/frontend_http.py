@@ -79,6 +79,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_IDLE_SECONDS: Final = 3600.0
+#: Open sessions one identity may hold. A client that never sends DELETE (most
+#: do not) would otherwise pile sessions up until the idle sweep; past the cap
+#: its least recently used idle session is closed (a client still holding it
+#: gets 404 and initializes again, as the spec says), and only when every one
+#: is busy is a new session refused.
+MAX_SESSIONS_PER_IDENTITY: Final = 256
 SSE_KEEPALIVE_SECONDS: Final = 20.0
 #: Messages kept for a client whose streams are all closed, before dropping the oldest.
 MAX_PARKED: Final = 1000
@@ -230,8 +236,10 @@ class HttpFrontend:
         guard: CallGuard | None = None,
         idle_seconds: float = SESSION_IDLE_SECONDS,
         session_signer: SessionSigner | None = None,
+        max_sessions_per_identity: int | None = None,
     ) -> None:
         self.router = router
+        self.max_sessions_per_identity = max_sessions_per_identity or MAX_SESSIONS_PER_IDENTITY
         self.path = path.rstrip("/") or "/"
         self.sse_path = sse_path
         self.messages_path = messages_path
@@ -313,6 +321,9 @@ class HttpFrontend:
         headers = request.headers
         mid = msg.get("id")
         if mid is not None and msg.get("method") == "initialize":
+            if not self._make_room(identity):
+                _error(responder, 429, jsonrpc.INVALID_REQUEST, _too_many(self, identity))
+                return
             hs = self._new_session(identity, params=msg.get("params"))
         else:
             sid = headers.get("mcp-session-id")
@@ -434,6 +445,9 @@ class HttpFrontend:
     # -- legacy SSE -------------------------------------------------------------------
 
     def _legacy_sse(self, responder: Responder, identity: Identity) -> None:
+        if not self._make_room(identity):
+            responder.respond(429, _TEXT, _too_many(self, identity).encode())
+            return
         hs = self._new_session(identity, legacy=True)
         hs.stream = responder
         responder.start_stream(200, _SSE)
@@ -474,6 +488,24 @@ class HttpFrontend:
 
     # -- housekeeping -------------------------------------------------------------------
 
+    def _make_room(self, identity: Identity) -> bool:
+        """Room for one more session of ``identity``: False when all of its are busy."""
+        own = [hs for hs in self.sessions.values() if hs.owner == identity.label]
+        if len(own) < self.max_sessions_per_identity:
+            return True
+        idle = [hs for hs in own if not hs.exchanges and (hs.stream is None or hs.stream.closed)]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda hs: hs.last_seen)
+        log.info(
+            "%s holds %d sessions: closing its least recently used one",
+            identity.label,
+            len(own),
+        )
+        self.sessions.pop(oldest.id, None)
+        oldest.close()
+        return True
+
     def sweep(self) -> None:
         """Close sessions idle for longer than ``idle_seconds``; keep SSE streams alive."""
         cutoff = time.monotonic() - self.idle_seconds
@@ -490,6 +522,13 @@ class HttpFrontend:
         for hs in list(self.sessions.values()):
             hs.close()
         self.sessions.clear()
+
+
+def _too_many(frontend: HttpFrontend, identity: Identity) -> str:
+    return (
+        f"too many open sessions for {identity.label} "
+        f"({frontend.max_sessions_per_identity}, all busy): end one with DELETE first"
+    )
 
 
 async def serve_http(router: Router, **options: Any) -> None:

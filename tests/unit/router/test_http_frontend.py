@@ -122,3 +122,52 @@ async def test_legacy_sse_transport(url: str) -> None:
                 data = line.removeprefix("data: ")
                 break
         assert orjson.loads(data)["result"]["serverInfo"]["name"] == "mcp-fleet"
+
+
+async def test_sessions_per_identity_are_capped_oldest_idle_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that never sends DELETE cannot pile sessions up: past the cap its least
+    recently used idle session goes (404 afterwards); with every one busy, 429."""
+    from mcp_fleet.router import frontend_http
+
+    monkeypatch.setattr(frontend_http, "MAX_SESSIONS_PER_IDENTITY", 2)
+    router = Router(EndpointTable(), settle_timeout=0.1)
+    urls: asyncio.Queue[str] = asyncio.Queue()
+    tasks = [
+        asyncio.create_task(router.run()),
+        asyncio.create_task(serve_http(router, port=0, ready=urls.put_nowait)),
+    ]
+    try:
+        url = await asyncio.wait_for(urls.get(), 10)
+        async with httpx.AsyncClient() as http:
+            sids = []
+            for _ in range(3):
+                reply = await http.post(url, content=orjson.dumps(INIT), headers=ACCEPT)
+                assert reply.status_code == 200
+                sids.append(reply.headers["mcp-session-id"])
+            ping = b'{"jsonrpc":"2.0","id":"p","method":"ping"}'
+
+            def headers(sid: str) -> dict[str, str]:
+                return {**ACCEPT, "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}
+
+            assert (await http.post(url, content=ping, headers=headers(sids[0]))).status_code == 404
+            for sid in sids[1:]:
+                assert (await http.post(url, content=ping, headers=headers(sid))).status_code == 200
+            for sid in sids[1:]:
+                assert (await http.delete(url, headers=headers(sid))).status_code == 200
+
+            # Two legacy SSE connections: both sessions busy (their streams are open).
+            base = url.rsplit("/", 1)[0]
+            async with (
+                http.stream("GET", f"{base}/sse") as one,
+                http.stream("GET", f"{base}/sse") as two,
+            ):
+                assert one.status_code == two.status_code == 200
+                refused = await http.post(url, content=orjson.dumps(INIT), headers=ACCEPT)
+                assert refused.status_code == 429
+                assert "too many open sessions" in refused.json()["error"]["message"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
