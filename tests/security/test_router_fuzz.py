@@ -468,7 +468,13 @@ def test_odd_methods_over_http_are_answered_at_once(fleet: HttpFleet) -> None:
         assert odd.json()["error"]["message"] == "method must be a string"
 
 
-def test_a_client_that_half_closes_still_gets_its_forwarded_answer(fleet: HttpFleet) -> None:
+def test_a_client_that_closes_its_side_mid_call_is_gone_and_the_router_goes_on(
+    fleet: HttpFleet,
+) -> None:
+    """EOF from the client means it is gone (as nginx and uvicorn judge it): the router
+    closes at once rather than holding the connection for an answer nobody reads, and
+    serves the next client (tests/integration/test_router_disconnect.py proves the call
+    is cancelled at its server)."""
     router = fleet.router()
     host = f"{router.host}:{router.port}".encode()
     call = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -481,7 +487,8 @@ def test_a_client_that_half_closes_still_gets_its_forwarded_answer(fleet: HttpFl
         + call
     )
     answer = raw_exchange(router.host, router.port, post)  # sends, then shuts its side
-    assert http_answers(answer) == [200] and b'"text":"bye"' in answer, answer
+    assert http_answers(answer) in ([], [200]), answer  # closed, or answered first: no error
+    assert router.initialize(fleet.http)  # the router goes on
 
 
 async def test_a_failing_handler_lets_go_of_its_answer() -> None:

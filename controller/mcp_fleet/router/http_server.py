@@ -24,8 +24,8 @@ refusal (400 for bytes that are not HTTP, 413, 408) comes after the answers
 to the requests before it, in order, and nothing after it is read, so a
 pipelined request or stray bytes behind a ``connection: close`` request
 never cost the client the answer it is owed (an event stream, which never
-ends by itself, is cut off instead); a client that half-closes gets its
-answers, then the close. One
+ends by itself, is cut off instead). A client that closes its side (EOF)
+is gone: what it still waits for is cancelled (see ``eof_received``). One
 watchdog task per server checks those deadlines every second, so a request
 costs a clock read rather than a timer.
 """
@@ -207,17 +207,16 @@ class HttpConnection(asyncio.Protocol):
             self._fail(400, b"malformed HTTP request")
 
     def eof_received(self) -> bool:
-        """The client sent all it will (a half-close): answer what it asked, then close.
+        """The client closed its side: it is gone, as nginx and uvicorn judge it too.
 
-        An event stream never ends by itself, so it ends here; a request cut short is
-        never answered.
+        Answers already written have gone out; a request still waiting for its answer
+        (a forwarded call) is given up, and closing the transport runs its ``on_close``
+        callbacks, which cancel the call at its server. A client that half-closes and
+        still waits for an answer is allowed by TCP but not seen in practice; a client
+        that disappeared mid-call is, and its server must stop working for nobody.
         """
         self.reading_since = None
-        current = self._current
-        if current is None or current.streaming or self.closing:
-            return False  # the transport closes now
-        self._failed = True  # read nothing more; response_done closes after the last answer
-        return True
+        return False  # the transport closes now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -308,7 +307,7 @@ class HttpConnection(asyncio.Protocol):
             self._refusal = None
             self._refuse(status, message)
         elif self._failed:
-            self._close()  # the client half-closed: every answer is out
+            self._close()  # refused or gone: every answer that could go is out
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self.lost and not self.closing:
