@@ -65,6 +65,23 @@ apt_update() {
 
 # --- Docker daemon -----------------------------------------------------------
 
+# Run a command with nothing open above stdin, stdout and stderr. For a daemon
+# started here: it outlives this script and keeps every descriptor it inherits
+# for as long as it runs (and passes them on to containerd): our lock (fd 9),
+# whatever the caller left open (a pipe whose reader would then never see its
+# end, a second run's flock waiting forever).
+without_inherited_fds() {
+    (
+        local fd
+        for fd in "/proc/$BASHPID/fd"/*; do
+            fd=${fd##*/}
+            ((fd > 2)) || continue
+            eval "exec $fd>&-"
+        done
+        "$@"
+    )
+}
+
 ensure_docker() {
     local t0
     t0=$(now_ms)
@@ -82,9 +99,8 @@ ensure_docker() {
     local dockerd_log=$CACHE/logs/dockerd.log
     # No systemd here: start the daemon ourselves, detached so it outlives this script.
     # No bridge network: containers get loopback only, all a stdio server needs.
-    # 9>&-: the daemon outlives this script and must not keep holding its lock.
-    as_root setsid -f dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
-        </dev/null >>"$dockerd_log" 2>&1 9>&-
+    without_inherited_fds as_root setsid -f dockerd --bridge=none --iptables=false \
+        --ip-masq=false --ip-forward=false </dev/null >>"$dockerd_log" 2>&1
     local deadline=$((SECONDS + DOCKERD_WAIT_SECONDS))
     until docker info >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then

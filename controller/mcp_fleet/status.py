@@ -45,5 +45,7 @@ REASON_CRASHLOOP: Final = "CrashLoopBackOff"
 REASON_EXITED: Final = "Exited"
 REASON_DISABLED: Final = "Disabled"
 REASON_IDLE: Final = "ScaledToZero"
+#: A ``sessions: per-client`` server: no shared instance; the router runs one per client session.
+REASON_PER_CLIENT: Final = "PerClient"
 REASON_CONFIG_CHANGED: Final = "ConfigChanged"
 REASON_RUNTIME_ERROR: Final = "RuntimeError"

@@ -51,7 +51,7 @@ from mcp_fleet.cli.common import (
     print_diagnostics,
     print_json,
 )
-from mcp_fleet.status import ServerState
+from mcp_fleet.status import REASON_PER_CLIENT, ServerState
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from mcp_fleet.model import FleetFiles, RuntimeKind
     from mcp_fleet.reconcile.demand_server import DemandServer
     from mcp_fleet.reconcile.loop import Controller
-    from mcp_fleet.reconcile.snapshot import StatusSnapshot
+    from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot
 
 
 class RuntimeChoice(StrEnum):
@@ -87,6 +87,17 @@ _STATE_STYLE = {
     ServerState.CRASHLOOP: "red",
     ServerState.STOPPED: "dim",
     ServerState.UNKNOWN: "magenta",
+}
+#: How a server's message reads: an error only where the state is one.
+_MESSAGE_STYLE = {
+    ServerState.FAILED: "red",
+    ServerState.CRASHLOOP: "red",
+    ServerState.UNKNOWN: "red",
+    ServerState.PENDING: "yellow",  # waiting out a backoff, or for a start slot
+    ServerState.READY: "yellow",  # the last good configuration runs: the new one is broken
+    ServerState.STARTING: "",
+    ServerState.STOPPING: "dim",
+    ServerState.STOPPED: "dim",  # disabled, scaled to zero, per-client
 }
 
 
@@ -236,7 +247,7 @@ def status_command(
     ] = 1.0,
     dir: DirOpt = None,
 ) -> None:
-    """Show every server: desired, state, reason, runtime, instance, restarts, age, last error.
+    """Show every server: desired, state, reason, runtime, instance, restarts, age, message.
 
     Reads <fleet>/.state/status.json, written by the controller after every pass.
     """
@@ -316,7 +327,7 @@ def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("NAME", "DESIRED", "STATE", "REASON", "RUNTIME", "INSTANCE", "RESTARTS", "AGE"):
         table.add_column(col, overflow="fold", min_width=3)
-    table.add_column("LAST ERROR", overflow="fold", ratio=1, min_width=16)
+    table.add_column("MESSAGE", overflow="fold", ratio=1, min_width=16)
     for st in snapshot.servers:
         age = _age(now - st.started_at) if st.started_at else "-"
         message = st.message
@@ -324,11 +335,19 @@ def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = 
             message = f"{message} | stderr: {st.stderr_tail[-1]}"
         table.add_row(
             st.name, st.desired, Text(st.state.value, style=_STATE_STYLE.get(st.state, "")),
-            st.reason, st.runtime or "-", _short_id(st.instance), str(st.restarts), age,
-            Text(message or "", style="red" if message else ""),
+            st.reason, st.runtime or "-", _instance_cell(st), str(st.restarts), age,
+            Text(message or "", style=_MESSAGE_STYLE.get(st.state, "")),
         )  # fmt: skip
     parts.append(table if snapshot.servers else Text("no servers in the registry", style="dim"))
     return Group(*parts)
+
+
+def _instance_cell(st: ServerStatus) -> str:
+    """The instance id, or for a per-client server how many session instances run."""
+    if st.session_instances is not None and st.reason == REASON_PER_CLIENT:
+        n = st.session_instances
+        return f"{n} session{'s' if n != 1 else ''}"
+    return _short_id(st.instance)
 
 
 def _short_id(instance: str | None) -> str:

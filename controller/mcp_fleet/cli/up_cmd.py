@@ -14,6 +14,11 @@ client that lists tools right after ``initialize`` sees the fleet, not an
 empty gateway; over stdio the answer to ``initialize`` itself waits (up to
 10 s, ``router.startup_gate``), so a call sent right after it works too.
 
+Per-client servers (``sessions: per-client``) get one instance per client
+session from ``up``'s router, at most ``--max-session-instances`` at once
+(else ``MCP_FLEET_MAX_SESSION_INSTANCES``, else 32); the controller's status
+says how many run (``up_controller``).
+
 ``up`` also listens on the fleet's demand socket (``reconcile.demand_server``),
 as ``mcp-fleet controller`` does: a ``mcp-fleet router --dir`` beside it
 (docker runtime) can then start cold on-demand servers too, while ``up``'s
@@ -33,9 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -72,7 +78,22 @@ from mcp_fleet.cli.router_cmds import (
 
 if TYPE_CHECKING:
     from mcp_fleet.reconcile.demand_server import DemandServer
-    from mcp_fleet.reconcile.snapshot import StatusSnapshot
+
+#: What ``--max-session-instances`` falls back to (``MCP_FLEET_MAX_SESSION_INSTANCES``, else this).
+DEFAULT_MAX_SESSION_INSTANCES = 32
+MaxSessionInstancesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-session-instances",
+        metavar="N",
+        min=1,
+        help="Instances of `sessions: per-client` servers run at once, all client sessions "
+        "together; a session's first call beyond it gets MCP error -32029. Default: "
+        f"$MCP_FLEET_MAX_SESSION_INSTANCES, else {DEFAULT_MAX_SESSION_INSTANCES}.",
+        rich_help_panel="Router",
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -89,6 +110,7 @@ def up_command(
     tools: ToolPatternsOpt = None,
     page_size: PageSizeOpt = 500,
     activation_timeout: ActivationTimeoutOpt = ACTIVATION_TIMEOUT_SECONDS,
+    max_session_instances: MaxSessionInstancesOpt = None,
     gateway: GatewayOptions = NO_GATEWAY_OPTIONS,
     dir: DirOpt = None,
     catalog: CatalogOpt = None,
@@ -100,18 +122,18 @@ def up_command(
     """Run the fleet and serve it to MCP clients: controller and router in one process."""
     import asyncio
 
+    from mcp_fleet.cli.up_controller import UpController, follow_sessions, session_counts
     from mcp_fleet.endpoints import EndpointTable
     from mcp_fleet.model import RuntimeKind
-    from mcp_fleet.reconcile.loop import Controller
     from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router, RouterEvent
     from mcp_fleet.router.serve import run, serve
-    from mcp_fleet.router.session_launcher import max_session_instances, session_launcher
+    from mcp_fleet.router.session_launcher import session_launcher
     from mcp_fleet.runtimes.select import build_runtimes
-    from mcp_fleet.status import ServerState
 
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():
+        session_cap = session_instance_limit(max_session_instances)
         files = fleet_files_from_options(dir, catalog, registry, config, tools_config, secrets)
     settings = gateway.settings(home=files.home, host=host, stdio=stdio)
     with exit_on_error():
@@ -132,45 +154,15 @@ def up_command(
         say("  other clients: mcp-fleet client config claude-desktop|codex|cursor --transport http")
         say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
 
-    #: Set after the first pass that leaves no server starting (each is Ready, and
-    #: published, or failed), or whose files are broken: the fleet as it starts is
-    #: known, and the router need wait no longer for it (lists, a stdio initialize).
-    published = asyncio.Event()
-    starting = (ServerState.PENDING, ServerState.STARTING)
-
-    class MeteredController(Controller):
-        """The controller, reporting its passes and its servers' states to the metrics."""
-
-        known: set[str] = set()
-
-        async def reconcile_once(self) -> StatusSnapshot:
-            from mcp_fleet.gateway import metrics
-
-            started = time.perf_counter()
-            try:
-                snapshot = await super().reconcile_once()
-            except Exception:
-                metrics.reconcile_error("pass")
-                published.set()  # a pass that fails says nothing more about the start
-                raise
-            if not any(s.state in starting for s in snapshot.servers):
-                published.set()
-            metrics.reconcile_pass(seconds=time.perf_counter() - started)
-            if snapshot.file_errors:
-                metrics.reconcile_error("files")
-            for _ in snapshot.runtime_errors:
-                metrics.reconcile_error("runtime")
-            names = {s.name for s in snapshot.servers}
-            for server in snapshot.servers:
-                metrics.backend_state(server.name, server.state.value)
-            for gone in self.known - names:
-                metrics.backend_removed(gone)
-            self.known = names
-            return snapshot
-
     async def main() -> None:
         table = EndpointTable()
-        controller = MeteredController(files, runtimes, table, preferred_runtime=kind)
+        #: Set after the first pass that leaves no server starting (each is Ready, and
+        #: published, or failed), or whose files are broken: the fleet as it starts is
+        #: known, and the router need wait no longer for it (lists, a stdio initialize).
+        published = asyncio.Event()
+        controller = UpController(
+            files, runtimes, table, preferred_runtime=kind, published=published
+        )
 
         def on_event(event: RouterEvent, server: str, detail: str) -> None:
             if event == "attached":
@@ -185,14 +177,22 @@ def up_command(
             table, prefix=prefix.value, tools=tools or (), page_size=page_size,
             on_event=on_event, published=published, settle_timeout=30.0,
             activation_timeout=activation_timeout, launcher=session_launcher(files.home, kind),
-            max_session_instances=max_session_instances(),
+            max_session_instances=session_cap,
         )  # fmt: skip
+
+        def sessions() -> dict[str, int]:
+            return session_counts(router)
+
+        controller.sessions = sessions
         tasks: list[asyncio.Task[None]] = []
         demand: DemandServer | None = None
 
         def start_fleet() -> None:
             """The endpoint is listening: now start the servers."""
             tasks.append(asyncio.create_task(controller.run(), name="controller"))
+            tasks.append(
+                asyncio.create_task(follow_sessions(controller, sessions), name="sessions")
+            )
 
         main_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -224,3 +224,17 @@ def up_command(
             run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
+
+
+def session_instance_limit(option: int | None, environ: Mapping[str, str] | None = None) -> int:
+    """The cap on per-client instances: ``--max-session-instances``, else the environment
+    variable ``MCP_FLEET_MAX_SESSION_INSTANCES``, else 32.
+
+    Raises ``FleetConfigError`` naming the variable when it is not a positive integer
+    (typer itself refuses an option below 1).
+    """
+    from mcp_fleet.router.session_launcher import max_session_instances
+
+    if option is not None:
+        return option
+    return max_session_instances(os.environ if environ is None else environ)

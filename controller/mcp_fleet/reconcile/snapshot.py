@@ -19,7 +19,13 @@ reason, not CrashLoop: nothing crashed. Disabled servers are Stopped once
 nothing of them runs, Stopping until then (orphans too, while removed). An
 on-demand server with nothing running and no call waiting for it is
 Stopped with reason ScaledToZero (unless it is failing or crash-looping):
-cold is its normal state, and ``all_ready`` counts it as fine.
+cold is its normal state, and ``all_ready`` counts it as fine. A
+``sessions: per-client`` server never has a shared instance (the router
+starts one per client session, ``router.session_launcher``), so with none
+running it is Stopped with reason PerClient, whatever a shared instance of
+it did before, and fine too; a process that runs both the controller and
+the router (``mcp-fleet up``) adds how many session instances run
+(``with_session_instances``; ``session_instances`` in the status file).
 
 Actions in flight (``Memory.in_flight``: a start or a probe the executor
 carries out in the background) count as well: a server being started is
@@ -33,13 +39,14 @@ plan still had to do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mcp_fleet.errors import Diagnostic, Severity
 from mcp_fleet.model import DesiredState, RuntimeKind
 from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import Health
+from mcp_fleet.reconcile.demand import is_per_client
 from mcp_fleet.reconcile.memory import InFlight, Memory, Tracker
 from mcp_fleet.reconcile.plan import prepare
 from mcp_fleet.runtimes.base import Instance, ObservedState
@@ -49,6 +56,7 @@ from mcp_fleet.status import (
     REASON_DISABLED,
     REASON_IDLE,
     REASON_INITIALIZED,
+    REASON_PER_CLIENT,
     REASON_RUNTIME_ERROR,
     REASON_STARTING,
     ServerState,
@@ -76,6 +84,9 @@ class ServerStatus:
     exit_code: int | None = None
     stderr_tail: tuple[str, ...] = ()
     config_hash: str | None = None
+    #: Per-client servers only: the session instances the router runs (None: unknown,
+    #: no router in the process that wrote the status).
+    session_instances: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +102,7 @@ class ServerStatus:
             "exit_code": self.exit_code,
             "stderr_tail": list(self.stderr_tail),
             "config_hash": self.config_hash,
+            "session_instances": self.session_instances,
         }
 
     @classmethod
@@ -108,6 +120,7 @@ class ServerStatus:
             exit_code=doc.get("exit_code"),
             stderr_tail=tuple(doc.get("stderr_tail", ())),
             config_hash=doc.get("config_hash"),
+            session_instances=_count(doc.get("session_instances")),
         )
 
 
@@ -134,11 +147,11 @@ class StatusSnapshot:
 
     @property
     def all_ready(self) -> bool:
-        """True when every enabled server is Ready, or on demand and cold (the ``--once``
-        success rule)."""
+        """True when every enabled server is Ready, or on demand and cold, or per-client
+        (the ``--once`` success rule)."""
         return all(
             s.state is ServerState.READY
-            or (s.state is ServerState.STOPPED and s.reason == REASON_IDLE)
+            or (s.state is ServerState.STOPPED and s.reason in (REASON_IDLE, REASON_PER_CLIENT))
             for s in self.servers
             if s.desired == "enabled"
         )
@@ -173,6 +186,33 @@ class StatusSnapshot:
             pending=tuple(doc.get("pending", ())),
             runtime_errors=dict(doc.get("runtime_errors", {})),
         )
+
+
+def with_session_instances(snapshot: StatusSnapshot, counts: Mapping[str, int]) -> StatusSnapshot:
+    """``snapshot`` with each per-client server's running session instances (``counts``,
+    by server; a server missing from it runs none), as the router of the same process
+    knows them."""
+    servers = tuple(
+        _sessions(s, counts.get(s.name, 0)) if _is_per_client_status(s) else s
+        for s in snapshot.servers
+    )
+    return replace(snapshot, servers=servers)
+
+
+def _is_per_client_status(st: ServerStatus) -> bool:
+    return st.state is ServerState.STOPPED and st.reason == REASON_PER_CLIENT
+
+
+def _sessions(st: ServerStatus, count: int) -> ServerStatus:
+    if count <= 0:
+        message = "per-client: no session instance runs; a client session's first call starts one"
+    else:
+        message = f"per-client: {count} session instance{'s' if count != 1 else ''} running"
+    return replace(st, message=message, session_instances=max(0, count))
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _diag(doc: Mapping[str, Any]) -> Diagnostic:
@@ -297,6 +337,9 @@ def server_statuses(
             )
             out.append(_with_instance(st, running[0], health))
             continue
+        if is_per_client(spec):  # the router runs its instances, one per client session
+            out.append(_per_client(name, health, placement.kind, config_hash))
+            continue
         down = _down(name, health, tracker, memory, placement.kind, config_hash)
         if flight is not None and flight.starts and down.state not in _KEPT_WHILE_RETRIED:
             out.append(_starting(down, flight, memory))
@@ -330,6 +373,19 @@ def _starting(down: ServerStatus, flight: InFlight, memory: Memory) -> ServerSta
         down.name, down.desired, state, REASON_STARTING, message,
         runtime=down.runtime, restarts=down.restarts, exit_code=down.exit_code,
         stderr_tail=down.stderr_tail, config_hash=down.config_hash,
+    )  # fmt: skip
+
+
+def _per_client(
+    name: str, health: Health, kind: RuntimeKind | None, config_hash: str
+) -> ServerStatus:
+    """A per-client server with no shared instance: its normal state (``with_session_instances``
+    says how many session instances run, where that is known)."""
+    return ServerStatus(
+        name, "enabled", ServerState.STOPPED, REASON_PER_CLIENT,
+        "per-client: one instance per client session, started by the router",
+        runtime=kind.value if kind else None, restarts=health.restarts,
+        config_hash=config_hash[:12],
     )  # fmt: skip
 
 

@@ -20,11 +20,17 @@ Format (``version`` 1; keys are only ever added)::
       "warnings": [Diagnostic...],
       "runtime_errors": {"docker": "..."}, # runtimes that could not be observed
       "pending": ["create server:x ..."],  # what the next pass would still do
-      "all_ready": true,                   # every enabled server Ready
+      "all_ready": true,                   # every enabled server Ready (or cold, or per-client)
       "servers": [{"name", "desired", "state", "reason", "message", "runtime",
                    "instance", "restarts", "started_at", "exit_code",
-                   "stderr_tail", "config_hash"}...]
-    }
+                   "stderr_tail", "config_hash",
+                   "session_instances"}...]    # per-client servers under ``up``: how many
+    }                                          # session instances run (else null)
+
+A ``sessions: per-client`` server is ``Stopped`` with reason ``PerClient``:
+the controller never runs a shared instance of it. ``mcp-fleet up``, whose
+router starts one instance per client session, fills ``session_instances``
+and says the count in ``message``; a reader of an older file finds no key.
 
 A Diagnostic is ``{"severity", "file", "line", "field", "server", "message",
 "text"}``. Secret values never appear: every string is passed through the

@@ -436,6 +436,10 @@ class ProcessRuntime:
             raise RuntimeFailure(f"{instance.server}: {instance.instance_id} is not ours to probe")
         try:
             await initialize(child.stream, timeout=timeout)
+        except asyncio.CancelledError:
+            # Cut short (the server was disabled or changed mid-probe): the caller
+            # stops the process next, so waiting here for its exit only delays that.
+            raise
         except BaseException:
             # Let a dying server finish, so the exit code and last words are known.
             with contextlib.suppress(TimeoutError):

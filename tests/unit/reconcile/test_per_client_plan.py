@@ -17,7 +17,7 @@ from mcp_fleet.reconcile.memory import Memory, Tracker
 from mcp_fleet.reconcile.plan import plan
 from mcp_fleet.reconcile.snapshot import server_statuses
 from mcp_fleet.runtimes.base import ObservedState
-from mcp_fleet.status import REASON_IDLE, ServerState
+from mcp_fleet.status import REASON_PER_CLIENT, ServerState
 from reconcile_builders import desired, instance, spec
 
 IID = "pid:7:7"
@@ -80,4 +80,5 @@ def test_a_per_client_server_shows_stopped_while_no_shared_instance_runs() -> No
     s = per_client()
     memory = Memory(now=5.0)
     (status,) = server_statuses(desired(s), ObservedState(), Tracker(), memory)
-    assert (status.state, status.reason) == (ServerState.STOPPED, REASON_IDLE)
+    assert (status.state, status.reason) == (ServerState.STOPPED, REASON_PER_CLIENT)
+    assert status.message == "per-client: one instance per client session, started by the router"
