@@ -29,8 +29,13 @@ The wire format is one JSON object per line (orjson), checked with pydantic:
   ``{"op": "want", "server": S}`` when a call waits for a cold server,
   ``{"op": "reply", "id": N, "activity": {S: {"idle": s, "inflight": n,
   "waiting": n}}}`` and ``{"op": "reply", "id": N, "retire": true|false}``.
-- controller -> router: ``{"op": "activity", "id": N}`` and
-  ``{"op": "retire", "id": N, "server": S}``.
+- controller -> router: ``{"op": "activity", "id": N}``,
+  ``{"op": "retire", "id": N, "server": S}`` and, before the old instance
+  of a replaced server is stopped, ``{"op": "release", "id": N, "server":
+  S, "instance": I, "timeout": s}``, which the router answers (``{"op":
+  "reply", "id": N, "released": true|false}``) once it no longer uses
+  instance I, or when ``timeout`` runs out. A router of an older version
+  ignores the question; the controller then waits its timeout out.
 
 Unix socket paths are limited to 107 bytes. A fleet whose
 ``<state>/demand.sock`` is longer gets a short path under
@@ -104,6 +109,7 @@ class Reply(_Message):
     id: int
     activity: dict[ServerName, WireActivity] | None = None
     retire: bool | None = None
+    released: bool | None = None
 
 
 class ActivityQuery(_Message):
@@ -117,7 +123,15 @@ class RetireQuery(_Message):
     server: ServerName
 
 
-Message = Hello | Want | Reply | ActivityQuery | RetireQuery
+class ReleaseQuery(_Message):
+    op: Literal["release"]
+    id: int
+    server: ServerName
+    instance: str = Field(min_length=1, max_length=512)
+    timeout: float = Field(ge=0, le=3600)
+
+
+Message = Hello | Want | Reply | ActivityQuery | RetireQuery | ReleaseQuery
 _MESSAGE: Final = TypeAdapter[Message](Annotated[Message, Field(discriminator="op")])
 
 

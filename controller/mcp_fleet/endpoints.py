@@ -35,6 +35,19 @@ before planning, ``retire_async`` before a stop). ``mcp-fleet up`` has both:
 its own router (``serve``) and routers of other processes on its socket
 (``serve_remote``); their activity is merged, and an idle server stops only
 when every router agrees (the others first, then, atomically, the own).
+
+Replacements are make-before-break, as a rolling update with readiness and
+connection draining is: the controller publishes the new instance as soon
+as it is Ready, the router attaches it beside the old one, switches to it
+once it is listed and closes the old one when its calls have drained; only
+then does the controller stop the old instance. What the controller waits
+for is the routers' word that nobody uses the old instance any more: each
+router declares the instances it holds (``holding``: attached, attaching
+or draining), and ``wait_released`` returns once no router of this process
+holds the instance (at once when none does, so a controller without a
+router never waits), bounded by its timeout. Routers of other processes
+are asked over the demand socket (``ReleaseSource``, the same wait on
+their side).
 """
 
 from __future__ import annotations
@@ -113,6 +126,14 @@ class DemandSource(Protocol):
 
 
 @runtime_checkable
+class ReleaseSource(Protocol):
+    """Routers in other processes that can say when they have let an instance go."""
+
+    async def wait_released(self, server: str, instance_id: str, *, timeout: float) -> bool:
+        """True once none of them holds ``instance_id`` of ``server`` (False: timed out)."""
+
+
+@runtime_checkable
 class RemoteDemandSource(DemandSource, Protocol):
     """A ``DemandSource`` in another process: its answers need a round trip.
 
@@ -135,6 +156,9 @@ class Demand:
         self._want_listeners: list[Callable[[str], None]] = []
         self._source: DemandSource | None = None
         self._remote: DemandSource | None = None
+        #: Routers of this process -> the (server, instance id) pairs each holds.
+        self._holders: dict[object, frozenset[tuple[str, str]]] = {}
+        self._release_waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
 
     def subscribe(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever a cold server is wanted (the controller's loop)."""
@@ -206,6 +230,70 @@ class Demand:
             if not await source.retire_async(server):
                 return False
         return all(s.retire(server) for s in local)
+
+    # -- releases: which instances routers still use (make-before-break) ----------
+
+    def holding(self, holder: object, instances: Iterable[tuple[str, str]]) -> None:
+        """``holder`` (a router of this process) now uses exactly these (server, instance id)
+        pairs: attached, being attached, or draining. An empty set forgets the holder."""
+        held = frozenset(instances)
+        if held:
+            self._holders[holder] = held
+        else:
+            self._holders.pop(holder, None)
+        self._wake_release_waiters()
+
+    def released(self, server: str, instance_id: str, *, holder: object | None = None) -> None:
+        """``holder`` (None: every router of this process) no longer uses ``instance_id``."""
+        key = (server, instance_id)
+        for who in [holder] if holder is not None else list(self._holders):
+            held = self._holders.get(who)
+            if held is not None and key in held:
+                self.holding(who, held - {key})
+
+    def held(self, server: str, instance_id: str) -> bool:
+        """Does a router of this process still use ``instance_id`` of ``server``?"""
+        key = (server, instance_id)
+        return any(key in held for held in self._holders.values())
+
+    async def wait_released(
+        self, server: str, instance_id: str, *, timeout: float, remote: bool = True
+    ) -> bool:
+        """Wait until no router holds ``instance_id`` of ``server``: those of this process
+        and, with ``remote``, those of other processes (``serve_remote``, when it is a
+        ``ReleaseSource``). True when released, False when ``timeout`` ran out first.
+        Returns at once when nobody holds it (no router: nobody to wait for)."""
+        waits = [self._wait_local_release(server, instance_id, timeout)]
+        source = self._remote if remote else None
+        if isinstance(source, ReleaseSource):
+            waits.append(source.wait_released(server, instance_id, timeout=timeout))
+        results = await asyncio.gather(*waits)
+        return all(results)
+
+    async def _wait_local_release(self, server: str, instance_id: str, timeout: float) -> bool:
+        key = (server, instance_id)
+        if not self.held(*key):
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._release_waiters.setdefault(key, []).append(future)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._release_waiters.get(key)
+            if waiters is not None and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._release_waiters[key]
+
+    def _wake_release_waiters(self) -> None:
+        for key in [k for k in self._release_waiters if not self.held(*k)]:
+            for future in self._release_waiters.pop(key):
+                if not future.done():
+                    future.set_result(None)
 
 
 def _busy(activity: Activity | None) -> bool:
@@ -283,6 +371,26 @@ class EndpointTable:
         self._version += 1
         async with self._changed:
             self._changed.notify_all()
+
+    # -- releases (see the module docstring; the router-to-controller half lives in ``Demand``)
+
+    def holding(self, holder: object, instances: Iterable[tuple[str, str]]) -> None:
+        """A router declares every (server, instance id) it attaches, uses or drains now."""
+        self.demand.holding(holder, instances)
+
+    def released(self, server: str, instance_id: str, *, holder: object | None = None) -> None:
+        """A router (None: every router of this process) has let ``instance_id`` go."""
+        self.demand.released(server, instance_id, holder=holder)
+
+    def held(self, server: str, instance_id: str) -> bool:
+        """Does a router of this process still use ``instance_id`` of ``server``?"""
+        return self.demand.held(server, instance_id)
+
+    async def wait_released(self, server: str, instance_id: str, *, timeout: float) -> bool:
+        """Before the old instance of a replaced server is stopped: wait (at most
+        ``timeout``) until no router, of this process or another, uses it. True once
+        released (at once with no router), False when the time ran out."""
+        return await self.demand.wait_released(server, instance_id, timeout=timeout)
 
     async def wait_changed(self, seen_version: int) -> int:
         """Return the new version once it differs from ``seen_version``."""

@@ -24,6 +24,11 @@ own router (``Demand`` merges the two):
   retired before it says yes, as the in-process router does. With no
   router connected, nobody can be using a server: True, as when ``up``
   runs without a router.
+- ``wait_released`` (``ReleaseSource``) asks every router at once, before
+  the old instance of a replaced server is stopped, to answer when it no
+  longer uses that instance (each waits on its own table, bounded by the
+  same timeout); True when all say so. A router that goes away holds
+  nothing; one that does not answer in time counts as still holding it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from mcp_fleet.demand_ipc import (
     ActivityQuery,
     DemandProtocolError,
     Hello,
+    ReleaseQuery,
     Reply,
     RetireQuery,
     Want,
@@ -200,6 +206,33 @@ class DemandServer:
                 return False
         return True
 
+    async def wait_released(self, server: str, instance_id: str, *, timeout: float) -> bool:
+        routers = list(self._routers.values())
+        if not routers:
+            return True
+        answers = await asyncio.gather(
+            *(self._released_by(r, server, instance_id, timeout) for r in routers)
+        )
+        return all(answers)
+
+    async def _released_by(
+        self, router: _Router, server: str, instance_id: str, timeout: float
+    ) -> bool:
+        query = ReleaseQuery(
+            op="release", id=0, server=server, instance=instance_id, timeout=timeout
+        )
+        try:  # the router answers within ``timeout``; a little more for the round trip
+            reply = await self._ask(router, query, timeout + 1.0)
+        except TimeoutError:
+            log_event(
+                log, logging.WARNING, "router did not release the old instance in time",
+                router=router.name, server=server, instance=instance_id, timeout=timeout,
+            )  # fmt: skip
+            return False
+        except ConnectionError:
+            return True  # gone: it holds nothing
+        return reply.released is not False
+
     # -- talking to one router ----------------------------------------------------
 
     async def _refresh_one(self, router: _Router) -> None:
@@ -229,7 +262,7 @@ class DemandServer:
             self._last_used[name] = max(used, self._last_used.get(name, used))
 
     async def _ask(
-        self, router: _Router, query: ActivityQuery | RetireQuery, timeout: float
+        self, router: _Router, query: ActivityQuery | RetireQuery | ReleaseQuery, timeout: float
     ) -> Reply:
         """Send ``query`` with a fresh id; its reply, or TimeoutError / ConnectionError."""
         qid = next(self._ids)

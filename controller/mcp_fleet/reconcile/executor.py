@@ -1,10 +1,11 @@
 """The executor: carries out a plan through the runtimes, deciding nothing.
 
 Each action has one fixed procedure (a create is start then probe; a replace
-is start, probe, then stop the old instance only if the new one is ready), and
-every outcome is reported to the ``Tracker``; what to do about a failure is
-the next plan's business (level-triggered: a failed probe shows up in memory,
-the planner removes the instance and schedules a restart with backoff).
+is start, probe, hand over, then stop the old instance only if the new one
+is ready), and every outcome is reported to the ``Tracker``; what to do
+about a failure is the next plan's business (level-triggered: a failed probe
+shows up in memory, the planner removes the instance and schedules a restart
+with backoff).
 
 Why it is built this way:
 
@@ -31,6 +32,12 @@ Why it is built this way:
 - **Bounded.** At most ``concurrency`` starts and probes at a time (the
   others queue, shown as waiting for a slot); stops are not held behind
   them. A failure of one action never stops the others.
+- **Make-before-break.** Between a replace's probe and the stop of the old
+  instance comes ``handover`` (the controller's): publish the new endpoint
+  and wait, bounded, until no router uses the old instance, as a rolling
+  update waits for readiness and drains connections. The wait holds no
+  start slot, and a ``Cancel`` (the server changed again, or was disabled)
+  cuts it short: the old instance is stopped then and there.
 
 A ``ScaleDown`` is the one conditional action: the plan was made from a
 snapshot of the router's activity, and a call may have arrived since, so
@@ -80,7 +87,9 @@ CANCELLED = "cancelled"
 #: Actions that start or probe an instance: they take a start slot and can be cancelled.
 _STARTS = (Create, Replace, Adopt, Probe)
 #: Phases in which a flight may be interrupted at once (nothing is half started).
-_INTERRUPTIBLE = frozenset({"queued", "probing"})
+_INTERRUPTIBLE = frozenset({"queued", "probing", "handing over"})
+#: What a replace does between the new instance's probe and the old one's stop.
+Handover = Callable[[Replace, Instance], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +114,12 @@ class Executor:
         clock: Callable[[], float] = time.time,
         retire: Callable[[str], bool | Awaitable[bool]] | None = None,
         on_change: Callable[[], None] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.runtimes = runtimes
         self.retire = retire
+        #: Replace: publish the new instance and wait until the old one is let go.
+        self.handover = handover
         self.tracker = tracker
         self.probe_timeout = probe_timeout
         self.clock = clock
@@ -236,17 +248,20 @@ class Executor:
             flight.task.cancel()
 
     async def _undo(self, flight: _Flight) -> None:
-        """Stop the instance a cancelled flight started (unless it is abandoned)."""
+        """Stop the instance a cancelled flight started, or the old instance a cancelled
+        handover was draining (unless the flight is abandoned)."""
         new, flight.started = flight.started, None
-        if new is None or flight.abandon:
-            return
-        try:
-            await self._runtime(new.runtime).stop(new)
-        except _ACTION_ERRORS as exc:  # it stays owned: the next plan removes it
-            log_event(log, logging.WARNING, "stop failed", server=new.server, error=_text(exc))
-            return
-        self.tracker.stopped(new)
-        log_event(log, logging.INFO, "stopped", server=new.server, instance=new.instance_id)
+        old, flight.retiring = flight.retiring, None
+        for inst in (new, old):
+            if inst is None or flight.abandon:
+                continue
+            try:
+                await self._runtime(inst.runtime).stop(inst)
+            except _ACTION_ERRORS as exc:  # it stays owned: the next plan removes it
+                log_event(log, logging.WARNING, "stop failed", server=inst.server, error=_text(exc))
+                continue
+            self.tracker.stopped(inst)
+            log_event(log, logging.INFO, "stopped", server=inst.server, instance=inst.instance_id)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -327,23 +342,39 @@ class Executor:
                         await self._runtime(old.runtime).stop(old)
                         self.tracker.stopped(old)
                 return error
-            if isinstance(action, Create | Replace):
-                flight.phase = "starting"  # never interrupted: what it starts must be known
-                new = await self._start(action)
-                if new is None:
-                    return "start failed"
-                flight.started = new
-                self._changed()  # a new instance: status can name it while it is probed
-                if flight.cancelling:
-                    await self._undo(flight)
-                    return CANCELLED
-                error = await self._probe(new, flight)
-                flight.started = None  # probed: no longer the flight's to undo
-                if error is None and isinstance(action, Replace):
-                    await self._runtime(action.old.runtime).stop(action.old)
-                    self.tracker.stopped(action.old)
-                return error
-        raise AssertionError(f"unknown action {action!r}")
+            if not isinstance(action, Create | Replace):
+                raise AssertionError(f"unknown action {action!r}")
+            flight.phase = "starting"  # never interrupted: what it starts must be known
+            new = await self._start(action)
+            if new is None:
+                return "start failed"
+            flight.started = new
+            self._changed()  # a new instance: status can name it while it is probed
+            if flight.cancelling:
+                await self._undo(flight)
+                return CANCELLED
+            error = await self._probe(new, flight)
+            flight.started = None  # probed: no longer the flight's to undo
+        if error is None and isinstance(action, Replace):  # out of the slot: drains take long
+            await self._hand_over(action, new, flight)
+            await self._runtime(action.old.runtime).stop(action.old)
+            self.tracker.stopped(action.old)
+        return error
+
+    async def _hand_over(self, action: Replace, new: Instance, flight: _Flight) -> None:
+        """Publish ``new`` and wait until the routers let the old instance go (``handover``);
+        a cancel meanwhile stops the old instance at once (``_undo``)."""
+        if self.handover is None or flight.cancelling:
+            return
+        flight.retiring = action.old
+        flight.phase = "handing over"
+        try:
+            await self.handover(action, new)
+        except Exception:  # a bug in the handover must not keep the old instance forever
+            log.exception("handing %s over to its new instance failed", action.server)
+        finally:
+            flight.phase = "running"
+        flight.retiring = None
 
     @contextlib.asynccontextmanager
     async def _slot(self, flight: _Flight) -> AsyncIterator[None]:
@@ -421,10 +452,13 @@ class _Flight:
     server: str
     actions: tuple[Action, ...]
     task: asyncio.Task[list[Outcome]] | None = None
-    #: ``running``, ``queued`` (for a start slot), ``starting`` or ``probing``.
+    #: ``running``, ``queued`` (for a start slot), ``starting``, ``probing`` or
+    #: ``handing over``.
     phase: str = "running"
     #: The instance this flight started and has not probed yet (stopped if cancelled).
     started: Instance | None = None
+    #: The old instance of a replace while routers let it go (stopped if cancelled).
+    retiring: Instance | None = None
     cancelling: bool = False
     #: Cancelled because the controller goes away: leave what it started running.
     abandon: bool = False

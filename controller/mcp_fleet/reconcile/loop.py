@@ -21,6 +21,16 @@ loop when a call wants one; before each plan the loop awaits
 demand socket, ``reconcile.demand_server``), then writes the status file
 (``statusfile``), with what is still under way as ``pending``.
 
+A replacement does not wait for the end of a pass to be published: as soon
+as the new instance answers its probe, the executor's ``handover`` publishes
+its endpoint in place of the old one, then waits until every router has let
+the old instance go (``EndpointTable.wait_released``: the router attaches
+the new instance, switches to it and drains the old one's calls; at most
+``release_timeout``, or the server's call timeout if longer), and only then
+is the old instance stopped. Until that flight has landed and been
+observed, each pass publishes the new endpoint for the server, whatever an
+older observation says.
+
 Why it is built this way:
 
 - **Level-triggered.** Every pass reads the files, observes every runtime,
@@ -65,8 +75,8 @@ from mcp_fleet.config.resolve import current_catalogs
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
 from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
 from mcp_fleet.logsetup import log_event, redactor
-from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, frozen_map
-from mcp_fleet.reconcile.actions import Plan
+from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, ServerSpec, frozen_map
+from mcp_fleet.reconcile.actions import Plan, Replace
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.executor import Executor
 from mcp_fleet.reconcile.memory import InFlight, Memory, Tracker
@@ -92,6 +102,9 @@ REASON_CONTROLLER_EXITED = "ControllerExited"
 ON_DEMAND_CACHE_DIR = "cache"
 #: While actions are in flight, how long a woken loop waits to take more landings at once.
 LANDING_BATCH_SECONDS = 0.025
+#: At most this long (or the server's call timeout, if longer) a replaced server's old
+#: instance keeps running after the new one is published, while routers drain it.
+DEFAULT_RELEASE_TIMEOUT_SECONDS = 30.0
 
 
 def default_loader(files: FleetFiles) -> DesiredState:
@@ -125,6 +138,7 @@ class Controller:
         lock: bool = True,
         max_rounds: int = 5,
         clock: Callable[[], float] = time.time,
+        release_timeout: float = DEFAULT_RELEASE_TIMEOUT_SECONDS,
     ) -> None:
         self.files = files
         self.runtimes = dict(runtimes)
@@ -138,12 +152,15 @@ class Controller:
         self.lock = lock
         self.max_rounds = max_rounds
         self.clock = clock
+        self.release_timeout = release_timeout
         self.tracker = Tracker(backoff)
         self.executor = Executor(
             self.runtimes, self.tracker, concurrency=start_concurrency,
             probe_timeout=probe_timeout, clock=clock, retire=endpoints.demand.retire_async,
-            on_change=self.wake,
+            on_change=self.wake, handover=self._hand_over,
         )  # fmt: skip
+        #: Replaced servers whose new endpoint is out before their flight has landed.
+        self._handovers: dict[str, EndpointEntry] = {}
         endpoints.demand.subscribe(self.wake)
         self._desired: DesiredState | None = None
         self._unsupported: Mapping[str, str] = frozen_map()
@@ -542,7 +559,49 @@ class Controller:
                 entries[st.name] = EndpointEntry(spec, await runtime.endpoint(inst))
             except (RuntimeFailure, OSError) as exc:
                 log_event(log, logging.WARNING, "no endpoint", server=st.name, error=str(exc))
+        self._hand_overs_into(desired, entries)
         await self.endpoints.publish(entries)
+
+    def _hand_overs_into(self, desired: DesiredState, entries: dict[str, EndpointEntry]) -> None:
+        """Keep the endpoint of a replacement published early until its flight has landed
+        and an observation since has seen the outcome (an older one may still name the
+        old instance, being stopped)."""
+        flying = set(self.executor.in_flight) | set(self._observed_in_flight)
+        for name, entry in list(self._handovers.items()):
+            spec = desired.servers.get(name)
+            if name not in flying:
+                del self._handovers[name]
+            elif spec is not None and spec.enabled:
+                entries[name] = entry if entry.spec == spec else EndpointEntry(spec, entry.endpoint)
+
+    async def _hand_over(self, action: Replace, new: Instance) -> None:
+        """The executor's ``handover``: the new instance of ``action`` is Ready; publish it
+        now and wait (bounded) until no router uses the old one any more."""
+        server, old = action.server, action.old
+        runtime = self.runtimes.get(new.runtime)
+        try:
+            endpoint = await runtime.endpoint(new) if runtime is not None else None
+        except (RuntimeFailure, OSError) as exc:
+            log_event(log, logging.WARNING, "no endpoint", server=server, error=str(exc))
+            endpoint = None
+        if endpoint is not None:
+            desired = self._desired.servers.get(server) if self._desired else None
+            spec = desired if desired is not None and desired.enabled else action.spec
+            entry = EndpointEntry(spec, endpoint)
+            self._handovers[server] = entry
+            await self.endpoints.publish({**self.endpoints.snapshot(), server: entry})
+        remote = self.endpoints.demand.remote
+        if remote is None and not self.endpoints.held(server, old.instance_id):
+            return  # no router uses it: nothing to wait for
+        timeout = max(self.release_timeout, _call_timeout(action.spec))
+        started = time.monotonic()
+        released = await self.endpoints.wait_released(server, old.instance_id, timeout=timeout)
+        log_event(
+            log, logging.INFO if released else logging.WARNING,
+            "old instance released" if released else "old instance still in use; stopping it",
+            server=server, instance=old.instance_id,
+            seconds=round(time.monotonic() - started, 3),
+        )  # fmt: skip
 
     def _log_changes(self, before: StatusSnapshot, after: StatusSnapshot) -> None:
         old = {s.name: s for s in before.servers}
@@ -655,6 +714,12 @@ class Controller:
             with contextlib.suppress(OSError):
                 self._lock_file.close()
             self._lock_file = None
+
+
+def _call_timeout(spec: ServerSpec) -> float:
+    """The server's own call timeout, when its catalog entry sets one (else 0)."""
+    entry = spec.entry
+    return float(entry.call_timeout_seconds or 0) if entry is not None else 0.0
 
 
 def _failing(desired: DesiredState, memory: Memory) -> set[str]:

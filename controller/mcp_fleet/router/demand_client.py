@@ -8,7 +8,11 @@ socket): this client connects to it, tells it which cold server a call is
 waiting for, and answers its ``activity`` and ``retire`` questions with the
 router's own ``Activator`` (whatever ``table.demand`` serves), so the
 answers mean exactly what they mean in one process: ``retire`` marks the
-server's backend retired, on this event loop, before it says yes.
+server's backend retired, on this event loop, before it says yes. A
+``release`` question (may the old instance of a replaced server stop?) is
+answered once this router no longer uses that instance
+(``Demand.wait_released`` on this process's routers), or when the
+controller's timeout runs out.
 
 The controller may start after the router, stop, or restart: the client
 reconnects with exponential backoff (tenacity), forever, and on every
@@ -28,7 +32,15 @@ from typing import Final
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from mcp_fleet import demand_ipc
-from mcp_fleet.demand_ipc import ActivityQuery, DemandProtocolError, Hello, Reply, RetireQuery, Want
+from mcp_fleet.demand_ipc import (
+    ActivityQuery,
+    DemandProtocolError,
+    Hello,
+    ReleaseQuery,
+    Reply,
+    RetireQuery,
+    Want,
+)
 from mcp_fleet.endpoints import Activity, Demand
 
 log = logging.getLogger(__name__)
@@ -58,6 +70,7 @@ class DemandClient:
         self.connected = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
         self._waiting_logged = False
+        self._answers: set[asyncio.Task[None]] = set()
         demand.on_want(self._want)
 
     async def run(self) -> None:
@@ -71,6 +84,8 @@ class DemandClient:
             finally:
                 self._writer = None
                 self.connected.clear()
+                for task in list(self._answers):
+                    task.cancel()
                 writer.close()
             log.info("controller's demand socket closed; reconnecting")
 
@@ -136,6 +151,24 @@ class DemandClient:
             elif isinstance(message, RetireQuery):
                 agreed = self._retire(message.server)
                 writer.write(demand_ipc.encode(Reply(op="reply", id=message.id, retire=agreed)))
+            elif isinstance(message, ReleaseQuery):
+                task = asyncio.get_running_loop().create_task(self._release(message, writer))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
+
+    async def _release(self, query: ReleaseQuery, writer: asyncio.StreamWriter) -> None:
+        """Answer once this process's routers no longer use the instance (or time runs out)."""
+        try:
+            released = await self.demand.wait_released(
+                query.server, query.instance, timeout=query.timeout, remote=False
+            )
+        except Exception:
+            log.exception("deciding whether %s may stop failed", query.instance)
+            released = False
+        if not writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                reply = Reply(op="reply", id=query.id, released=released)
+                writer.write(demand_ipc.encode(reply))
 
     def _activity(self) -> dict[str, Activity]:
         try:

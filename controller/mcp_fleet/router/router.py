@@ -4,10 +4,21 @@ The controller publishes an ``EndpointTable`` (every Ready server and how to
 reach it); the router follows it level-triggered, like the controller follows
 its files: after every change it compares what is published with what it is
 attached to, attaches new servers (one ``BackendSession`` each: initialize,
-then every page of tools, prompts, resources and templates), detaches removed
-ones, and re-attaches a server whose instance id changed (a replaced
-container or restarted process). A backend that drops is detached at once
-(its calls fail, naming it) and retried with backoff while it stays published.
+then every page of tools, prompts, resources and templates) and detaches
+removed ones. A backend that drops is detached at once (its calls fail,
+naming it) and retried with backoff while it stays published.
+
+A server published with a new instance id (a replaced container or process)
+is switched make-before-break, as a rolling update with readiness and
+connection draining is: the new instance is attached beside the old one
+while calls still go to the old one; once it is initialized and listed,
+the server's backend is swapped in one step (clients get ``list_changed``
+only if its lists differ), new calls go to the new instance, and the old
+backend is closed once its calls in flight have been answered (at most its
+call timeout). The router declares to the table which instances it holds
+(attached, attaching or draining: ``EndpointTable.holding``), and the
+controller stops the old instance only once it is let go. A new instance
+that cannot be attached is retried with backoff while the old one serves.
 
 After each attach or detach the routing table is rebuilt aside
 (``table.build_table``), checked, and swapped whole; clients get
@@ -85,6 +96,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 500
 RETRY_INITIAL_SECONDS: Final = 0.5
 RETRY_MAX_SECONDS: Final = 30.0
+#: How often a replaced backend is checked for calls still in flight.
+DRAIN_POLL_SECONDS: Final = 0.02
+#: A replaced backend is closed at most this long after its call timeout.
+DRAIN_SLACK_SECONDS: Final = 1.0
 _CHANGED_NOTIFICATION: Final[dict[Kind, str]] = {
     "tools": "notifications/tools/list_changed",
     "prompts": "notifications/prompts/list_changed",
@@ -110,6 +125,8 @@ class _Attachment:
     refresher: asyncio.Task[None] | None = None
     #: ``time.monotonic()`` when an idle on-demand backend was let go (0: never).
     retired_at: float = 0.0
+    #: A new instance being attached beside ``backend`` (make-before-break).
+    successor: _Attachment | None = None
 
 
 class Router(ClientHub):
@@ -144,6 +161,12 @@ class Router(ClientHub):
         self._on_event = on_event
         self.table = build_table(())
         self._attached: dict[str, _Attachment] = {}
+        #: Replaced backends still answering their calls: (server, instance id) -> backend.
+        self._draining: dict[tuple[str, str], BackendSession] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+        #: The table version the last reconcile followed (while ``run`` runs).
+        self._seen_version = -1
+        self._running = False
         #: Set once every server published at start has been attached or has failed.
         self.settled = asyncio.Event()
         #: ``loop.time()`` after which nobody waits for ``settled`` (set on first use).
@@ -171,11 +194,13 @@ class Router(ClientHub):
         watcher = asyncio.create_task(self._watch_table(), name="router-watch")
         self.endpoints.demand.serve(self.activator)
         self.per_client.start()
+        self._running = True
         try:
             while True:
                 if self.endpoints.version != version:
                     version = self.endpoints.version
                     await self._reconcile(self.endpoints.snapshot())
+                    self._seen_version = version
                 self._retry_due()
                 if (
                     not self.settled.is_set()
@@ -186,9 +211,13 @@ class Router(ClientHub):
                 ):
                     self.settled.set()
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel
+                # that arrives with the wake-up, and the router would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._next_retry_in())
+                    async with asyncio.timeout(self._next_retry_in()):
+                        await self._wake.wait()
         finally:
+            self._running = False
             watcher.cancel()
             if self.endpoints.demand.source is self.activator:
                 self.endpoints.demand.serve(None)
@@ -205,6 +234,11 @@ class Router(ClientHub):
 
     def _next_retry_in(self) -> float:
         due = [a.retry_at for a in self._attached.values() if a.backend is None and a.retry_at]
+        due += [
+            a.successor.retry_at
+            for a in self._attached.values()
+            if a.successor is not None and a.successor.retry_at
+        ]
         if not due:
             return 5.0
         return max(0.01, min(due) - time.monotonic())
@@ -221,19 +255,28 @@ class Router(ClientHub):
         for name in list(self._attached):
             att = self._attached[name]
             entry = published.get(name)
-            if entry is None or entry.endpoint.instance_id != att.entry.endpoint.instance_id:
-                await self._detach(name, "removed from the fleet" if entry is None else "replaced")
-            elif entry is not att.entry:
-                att.entry = entry  # same instance, new spec: naming inputs may change
-                if att.lists is not None:
-                    att.lists = self._lists_for(entry.spec, att.lists)
-                if att.backend is not None:
-                    att.backend.call_timeout = call_timeout(entry)
+            if entry is None:
+                await self._detach(name, "removed from the fleet")
+            elif entry.endpoint.instance_id != att.entry.endpoint.instance_id:
+                if att.backend is not None and not att.backend.closed:
+                    self._follow_successor(att, entry)  # make-before-break
+                else:
+                    await self._detach(name, "replaced")  # nothing serves: nothing to keep
+            else:
+                if att.successor is not None:  # back to the instance it runs
+                    self._drop_successor(att)
+                if entry is not att.entry:
+                    att.entry = entry  # same instance, new spec: naming inputs may change
+                    if att.lists is not None:
+                        att.lists = self._lists_for(entry.spec, att.lists)
+                    if att.backend is not None:
+                        att.backend.call_timeout = call_timeout(entry)
         for name, entry in sorted(published.items()):
             if name not in self._attached:
                 att = _Attachment(entry)
                 self._attached[name] = att
                 self._start_attach(att)
+        self._declare_holds()
         self._rebuild()
 
     def _start_attach(self, att: _Attachment) -> None:
@@ -247,6 +290,10 @@ class Router(ClientHub):
             idle = att.task is None or att.task.done()
             if att.backend is None and att.retry_at and att.retry_at <= now and idle:
                 self._start_attach(att)
+            succ = att.successor
+            due = succ is not None and bool(succ.retry_at) and succ.retry_at <= now
+            if succ is not None and due and (succ.task is None or succ.task.done()):
+                self._start_successor(att, succ)
 
     async def _attach(self, att: _Attachment) -> None:
         name = att.entry.spec.name
@@ -255,29 +302,11 @@ class Router(ClientHub):
         early = name in self.activator  # on demand: calls may be waiting for it
         try:
             stream = await asyncio.wait_for(self._connect(endpoint), timeout=self.attach_timeout)
-            backend = BackendSession(
-                name,
-                stream,
-                self,
-                instance_id=endpoint.instance_id,
-                call_timeout=call_timeout(att.entry),
-                client_version=_fleet_version,
-                close_stream=not isinstance(endpoint, StreamEndpoint),
-            )
+            backend = self._new_backend(att.entry, stream)
             await backend.start(timeout=self.attach_timeout)
             if early and not await self._take(att, backend):
                 return
-            fetched = {
-                kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
-                for kind in LIST_KINDS
-            }
-            lists = ServerLists(
-                server=name,
-                tools=fetched["tools"],
-                prompts=fetched["prompts"],
-                resources=fetched["resources"],
-                templates=fetched["resourceTemplates"],
-            )
+            lists = await self._fetch_lists(backend)
         except asyncio.CancelledError:
             if backend is not None and att.backend is not backend:
                 await backend.aclose("attach cancelled")
@@ -311,6 +340,162 @@ class Router(ClientHub):
         att.lists = self._lists_for(att.entry.spec, lists)
         self._rebuild()
         self._emit("attached", name, describe(endpoint))
+
+    def _new_backend(self, entry: EndpointEntry, stream: MessageStream) -> BackendSession:
+        endpoint = entry.endpoint
+        return BackendSession(
+            entry.spec.name,
+            stream,
+            self,
+            instance_id=endpoint.instance_id,
+            call_timeout=call_timeout(entry),
+            client_version=_fleet_version,
+            close_stream=not isinstance(endpoint, StreamEndpoint),
+        )
+
+    async def _fetch_lists(self, backend: BackendSession) -> ServerLists:
+        fetched = {
+            kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
+            for kind in LIST_KINDS
+        }
+        return ServerLists(
+            server=backend.name,
+            tools=fetched["tools"],
+            prompts=fetched["prompts"],
+            resources=fetched["resources"],
+            templates=fetched["resourceTemplates"],
+        )
+
+    # -- make-before-break: a new instance of an attached server -----------------------
+
+    def _follow_successor(self, att: _Attachment, entry: EndpointEntry) -> None:
+        """``entry`` names a new instance of a served server: attach it beside the old one."""
+        succ = att.successor
+        if succ is not None and succ.entry.endpoint.instance_id == entry.endpoint.instance_id:
+            succ.entry = entry  # the same new instance, perhaps a new spec
+            return
+        if succ is not None:
+            self._drop_successor(att)
+        att.successor = _Attachment(entry)
+        log.info(
+            "server %s: new instance %s; attaching it beside %s",
+            entry.spec.name, entry.endpoint.instance_id, att.entry.endpoint.instance_id,
+        )  # fmt: skip
+        self._start_successor(att, att.successor)
+
+    def _start_successor(self, att: _Attachment, succ: _Attachment) -> None:
+        succ.retry_at = 0.0
+        name = succ.entry.spec.name
+        succ.task = asyncio.create_task(self._attach_successor(att, succ), name=f"attach:{name}")
+        succ.task.add_done_callback(lambda _t: self._wake.set())
+
+    def _drop_successor(self, att: _Attachment) -> None:
+        succ, att.successor = att.successor, None
+        if succ is not None and succ.task is not None and not succ.task.done():
+            succ.task.cancel()  # the attach closes what it opened
+
+    async def _attach_successor(self, att: _Attachment, succ: _Attachment) -> None:
+        """Attach and list the new instance while the old one serves, then switch to it."""
+        name = succ.entry.spec.name
+        backend: BackendSession | None = None
+        try:
+            stream = await asyncio.wait_for(
+                self._connect(succ.entry.endpoint), timeout=self.attach_timeout
+            )
+            backend = self._new_backend(succ.entry, stream)
+            await backend.start(timeout=self.attach_timeout)
+            lists = await self._fetch_lists(backend)
+            await self._restore_client_state(backend)
+        except asyncio.CancelledError:
+            if backend is not None:
+                await backend.aclose("attach cancelled")
+            raise
+        except Exception as exc:
+            reason = failure_reason(exc)
+            if backend is not None:
+                await backend.aclose(reason)
+            ours = att.successor is succ and self._attached.get(name) is att
+            if ours or self._attached.get(name) is succ:
+                succ.failures += 1
+                succ.last_error = reason
+                delay = min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2 ** (succ.failures - 1))
+                succ.retry_at = time.monotonic() + delay
+                log.warning(
+                    "server %s: cannot attach its new instance (%s); retrying in %.1f s",
+                    name, reason, delay,
+                )  # fmt: skip
+                self._emit("failed", name, reason)
+            return
+        if self._attached.get(name) is att and att.successor is succ:
+            self._switch(att, succ, backend, lists)
+        elif self._attached.get(name) is succ and succ.backend is None:
+            # The old instance went away meanwhile and this one took its place.
+            succ.backend = backend
+            self._took(succ, backend, lists)
+        else:
+            await backend.aclose("superseded")
+
+    def _switch(
+        self, att: _Attachment, succ: _Attachment, backend: BackendSession, lists: ServerLists
+    ) -> None:
+        """In one step (no await): the new backend serves; the old one drains, then closes."""
+        old_backend, old_id = att.backend, att.entry.endpoint.instance_id
+        if att.refresher is not None:
+            att.refresher.cancel()
+            att.refresher = None
+        att.dirty.clear()
+        att.entry, att.backend, att.successor = succ.entry, backend, None
+        att.task = succ.task
+        if old_backend is not None:
+            self._drain(backend.name, old_id, old_backend)
+        self._took(att, backend, lists)
+
+    def _took(self, att: _Attachment, backend: BackendSession, lists: ServerLists) -> None:
+        name = backend.name
+        att.failures, att.last_error, att.retry_at, att.retired_at = 0, "", 0.0, 0.0
+        att.lists = self._lists_for(att.entry.spec, lists)
+        if name in self.activator:
+            self.activator.learned(name, lists)
+            self.activator.attached(name, backend)
+        self._declare_holds()
+        self._rebuild()
+        self._emit("attached", name, describe(att.entry.endpoint))
+
+    def _drain(self, name: str, instance_id: str, backend: BackendSession) -> None:
+        self._draining[(name, instance_id)] = backend
+        task = asyncio.get_running_loop().create_task(
+            self._drain_then_close(name, instance_id, backend), name=f"drain:{name}"
+        )
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain_then_close(self, name: str, instance_id: str, backend: BackendSession) -> None:
+        """Close a replaced backend once its calls are answered (or past their timeout),
+        then tell the table the old instance is let go."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + backend.call_timeout + DRAIN_SLACK_SECONDS
+        try:
+            # Polled: a drain is rare and short, and an event would cost every reply a check.
+            while backend.pending_count and not backend.closed and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(DRAIN_POLL_SECONDS)
+            left = backend.pending_count
+            await backend.aclose("replaced" if not left else "replaced; past its call timeout")
+            log.info("server %s: instance %s drained and let go", name, instance_id)
+        finally:
+            if self._draining.get((name, instance_id)) is backend:
+                del self._draining[(name, instance_id)]
+            self._declare_holds()
+
+    def _declare_holds(self) -> None:
+        """Tell the table every instance this router attaches, uses or drains now."""
+        held = {(n, a.entry.endpoint.instance_id) for n, a in self._attached.items()}
+        held.update(
+            (n, a.successor.entry.endpoint.instance_id)
+            for n, a in self._attached.items()
+            if a.successor is not None
+        )
+        held.update(self._draining)
+        self.endpoints.holding(self, held)
 
     async def _take(self, att: _Attachment, backend: BackendSession) -> bool:
         """Make ``backend`` the attachment's session (False, and closed, when superseded)."""
@@ -347,9 +532,11 @@ class Router(ClientHub):
             att.task.cancel()
         if att.refresher is not None:
             att.refresher.cancel()
+        self._drop_successor(att)
         if att.backend is not None:
             await att.backend.aclose(f"{reason}")
             self._emit("detached", name, reason)
+        self._declare_holds()
 
     # -- the routing table ---------------------------------------------------------
 
@@ -487,6 +674,35 @@ class Router(ClientHub):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.settled.wait(), timeout=limit)
 
+    def may_attach_soon(self) -> bool:
+        """Could a name that no attached server offers now still appear soon? While the
+        start-up fleet has not settled, a table change is not followed yet, or a server
+        is on its first attach."""
+        if not self.settled.is_set():
+            return True
+        if self._running and self.endpoints.version != self._seen_version:
+            return True
+        return bool(self.first_attaches())
+
+    async def wait_routable(self, known: Callable[[], bool]) -> None:
+        """Wait until ``known()`` or nothing is left that could make it so: the start-up
+        settle (``wait_settled``), then at most ``attach_timeout`` for table changes to be
+        followed and first attaches to end."""
+        await self.wait_settled()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.attach_timeout
+        while not known():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            if self._running and self.endpoints.version != self._seen_version:
+                await asyncio.sleep(min(DRAIN_POLL_SECONDS, remaining))
+                continue
+            attaching = self.first_attaches()
+            if not attaching:
+                return
+            await asyncio.wait(attaching, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
     def first_attaches(self) -> list[asyncio.Task[None]]:
         """The attaches under way of published servers never attached yet (not on demand):
         a call for a name no attached server offers may be for one of them."""
@@ -554,8 +770,20 @@ class Router(ClientHub):
     def backend_closed(self, backend: BackendSession, reason: str) -> None:
         att = self._attached.get(backend.name)
         if att is None or att.backend is not backend:
-            return
+            return  # superseded, or a replaced one draining (its drain sees it closed)
         log.warning("server %s: connection lost (%s)", backend.name, reason)
+        succ = att.successor
+        if succ is not None:
+            # Its successor is being attached: that one takes its place when it is ready.
+            att.successor = None
+            if att.refresher is not None:
+                att.refresher.cancel()
+            self._attached[backend.name] = succ
+            self._declare_holds()
+            self._emit("detached", backend.name, reason)
+            self._rebuild()
+            self._wake.set()
+            return
         att.backend = None
         att.lists = None
         att.failures += 1
@@ -609,3 +837,10 @@ class Router(ClientHub):
         await self.per_client.aclose()
         for name in list(self._attached):
             await self._detach(name, "router stopped")
+        draining = list(self._draining.values())
+        for task in list(self._drains):
+            task.cancel()
+        for backend in draining:
+            await backend.aclose("router stopped")
+        self._draining.clear()
+        self.endpoints.holding(self, ())

@@ -12,6 +12,15 @@ reply comes back through ``reply`` from the backend's reader. The few requests
 that need a round trip of the router's own (subscriptions, log levels, lists
 asked for before the fleet has settled) run as tasks.
 
+A call for a tool, prompt or resource that no attached server offers yet is
+held, not failed, while it may still appear: the start-up fleet has not
+settled, a table change is not followed yet, or a server is on its first
+attach (``Router.may_attach_soon``). It waits, bounded, for that
+(``Router.wait_routable``) and is then handled again, failing with "Unknown
+tool" only if the name is still unknown. So a client that calls right after
+``initialize`` sees the same over HTTP as over stdio (where the start-up
+gate also holds ``initialize`` itself). Known names never take this path.
+
 Per-client state lives here: the negotiated protocol version and client
 capabilities (which decide who may receive sampling or elicitation
 requests), the log level, calls in flight (so ``notifications/cancelled``
@@ -298,7 +307,11 @@ class RouterSession:
             if not self.closed:
                 self._forward_to(backend, mid, msg)
 
-        task = asyncio.get_running_loop().create_task(wait_then_forward())
+        self._hold(mid, wait_then_forward())
+
+    def _hold(self, mid: RequestId, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for the call ``mid`` as a task a cancel of the call cancels."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         self.waiting[mid] = task
 
@@ -309,22 +322,55 @@ class RouterSession:
 
         task.add_done_callback(done)
 
-    def _call_tool(self, mid: RequestId, msg: JsonObject) -> None:
+    def _held_until_routed(
+        self,
+        mid: RequestId,
+        msg: JsonObject,
+        known: Callable[[], bool],
+        handler: Callable[..., None],
+    ) -> bool:
+        """A name nobody offers yet, while it may still appear: hold the call until it is
+        routed or nothing more can come (bounded), then handle it again. True when held."""
+        if not self.router.may_attach_soon():
+            return False
+
+        async def when_routed() -> None:
+            await self.router.wait_routable(known)
+            if self.closed:
+                return
+            try:
+                handler(mid, msg, held=True)
+            except Exception:  # as in ``handle_message``: the request fails, not the session
+                log.exception("failed to handle %s from a client", msg.get("method"))
+                self._error(mid, jsonrpc.INTERNAL_ERROR, f"Internal error handling {msg['method']}")
+
+        self._hold(mid, when_routed())
+        return True
+
+    def _call_tool(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
         params = msg.get("params") or {}
         name = params.get("name")
         route = self.router.table.tool_routes.get(name) if isinstance(name, str) else None
         if route is None:
+            if not held and isinstance(name, str):
+                known = lambda: name in self.router.table.tool_routes  # noqa: E731
+                if self._held_until_routed(mid, msg, known, self._call_tool):
+                    return
             self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
             return
         if route.name != name:
             params["name"] = route.name
         self._forward(route.server, mid, msg)
 
-    def _get_prompt(self, mid: RequestId, msg: JsonObject) -> None:
+    def _get_prompt(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
         params = msg.get("params") or {}
         name = params.get("name")
         route = self.router.table.prompt_routes.get(name) if isinstance(name, str) else None
         if route is None:
+            if not held and isinstance(name, str):
+                known = lambda: name in self.router.table.prompt_routes  # noqa: E731
+                if self._held_until_routed(mid, msg, known, self._get_prompt):
+                    return
             self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
             return
         if route.name != name:
@@ -339,10 +385,17 @@ class RouterSession:
             )
         return server
 
-    def _read_resource(self, mid: RequestId, msg: JsonObject) -> None:
-        server = self._resource_owner(mid, (msg.get("params") or {}).get("uri"))
-        if server is not None:
-            self._forward(server, mid, msg)
+    def _read_resource(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
+        uri = (msg.get("params") or {}).get("uri")
+        server = self.router.table.resource_server(uri) if isinstance(uri, str) else None
+        if server is None:
+            if not held and isinstance(uri, str):
+                known = lambda: self.router.table.resource_server(uri) is not None  # noqa: E731
+                if self._held_until_routed(mid, msg, known, self._read_resource):
+                    return
+            self._resource_owner(mid, uri)  # answers "Resource not found"
+            return
+        self._forward(server, mid, msg)
 
     def _complete(self, mid: RequestId, msg: JsonObject) -> None:
         params = msg.get("params") or {}
