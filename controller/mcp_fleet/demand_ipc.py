@@ -49,7 +49,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -167,24 +167,6 @@ def activity_from_wire(
         name: Activity(idle_seconds=a.idle + max(0.0, age), inflight=a.inflight, waiting=a.waiting)
         for name, a in wire.items()
     }
-
-
-def merge_activity(parts: Iterable[Mapping[str, Activity]]) -> dict[str, Activity]:
-    """Several routers' activity as one: the least idle, the calls of all of them."""
-    out: dict[str, Activity] = {}
-    for part in parts:
-        for name, a in part.items():
-            seen = out.get(name)
-            out[name] = (
-                a
-                if seen is None
-                else Activity(
-                    idle_seconds=min(seen.idle_seconds, a.idle_seconds),
-                    inflight=seen.inflight + a.inflight,
-                    waiting=seen.waiting + a.waiting,
-                )
-            )
-    return out
 
 
 # -- where the socket lives -----------------------------------------------------

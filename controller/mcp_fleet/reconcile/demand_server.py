@@ -56,7 +56,7 @@ from mcp_fleet.demand_ipc import (
     RetireQuery,
     Want,
 )
-from mcp_fleet.endpoints import Activity, Demand
+from mcp_fleet.endpoints import Activity, Demand, merge_activity
 from mcp_fleet.logsetup import log_event
 
 log = logging.getLogger("mcp_fleet.controller.demand")
@@ -167,7 +167,7 @@ class DemandServer:
 
     def activity(self) -> Mapping[str, Activity]:
         now = self.clock()
-        merged = demand_ipc.merge_activity(
+        merged = merge_activity(
             {n: _aged(a, now - r.at) for n, a in r.activity.items()} for r in self._routers.values()
         )
         for name, used in self._last_used.items():

@@ -251,11 +251,11 @@ class RouterSession:
             if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
                 self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
                 return
-            try:
-                start = int(cursor[len(_CURSOR_PREFIX) :])
-            except ValueError:
+            digits = cursor[len(_CURSOR_PREFIX) :]
+            if not (digits.isascii() and digits.isdigit()):  # no sign, no spaces, no "_"
                 self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
                 return
+            start = int(digits)
         size = self.router.page_size
         page = items[start : start + size]
         result: JsonObject = {kind: page}
@@ -493,7 +493,8 @@ class RouterSession:
     def wants_log(self, level: Any) -> bool:
         if self.log_level is None:
             return True
-        return LOG_RANK.get(level, len(LOG_LEVELS)) >= LOG_RANK[self.log_level]
+        rank = LOG_RANK.get(level, len(LOG_LEVELS)) if isinstance(level, str) else len(LOG_LEVELS)
+        return rank >= LOG_RANK[self.log_level]
 
     def sees(self, server: str) -> bool:
         """May messages of ``server`` that belong to no call of this client reach it?"""

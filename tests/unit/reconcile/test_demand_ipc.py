@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from mcp_fleet import demand_ipc
 from mcp_fleet.demand_ipc import ActivityQuery, DemandProtocolError, Hello, Reply, Want
-from mcp_fleet.endpoints import Activity, Demand, EndpointTable
+from mcp_fleet.endpoints import Activity, Demand, EndpointTable, merge_activity
 from mcp_fleet.model import FleetFiles, Lifecycle, RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.demand_server import DemandServer
 from mcp_fleet.reconcile.loop import Controller
@@ -132,7 +132,7 @@ def test_a_bad_line_is_refused_with_what_is_wrong(line: bytes, says: str) -> Non
 
 
 def test_several_routers_merge_into_least_idle_and_all_calls() -> None:
-    merged = demand_ipc.merge_activity(
+    merged = merge_activity(
         [
             {"a": Activity(10.0, inflight=1), "b": Activity(3.0)},
             {"a": Activity(4.0, waiting=2)},

@@ -84,8 +84,9 @@ async def test_lists_are_paginated_with_opaque_cursors(router: Router) -> None:
         if cursor is None:
             break
     assert seen == [f"t{i}" for i in range(7)] and pages == 3
-    session.handle(request(9, "tools/list", {"cursor": "garbage"}))
-    assert channel.last()["error"]["code"] == jsonrpc.INVALID_PARAMS
+    for rid, bad in enumerate(["garbage", "mcp-fleet:-3", "mcp-fleet: 3", "mcp-fleet:1_0"], 9):
+        session.handle(request(rid, "tools/list", {"cursor": bad}))
+        assert channel.last()["error"]["code"] == jsonrpc.INVALID_PARAMS, bad
 
 
 async def test_calls_to_unknown_or_absent_servers_fail_cleanly(router: Router) -> None:
