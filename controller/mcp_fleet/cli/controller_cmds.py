@@ -28,7 +28,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -271,7 +271,9 @@ def status_command(
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
                 snapshot = _read(path)
-                live.update(render_status(snapshot, alive=controller_alive(snapshot)))
+                live.update(
+                    render_status(snapshot, alive=controller_alive(snapshot), width=console.width)
+                )
                 live.refresh()
                 time.sleep(interval)
     except KeyboardInterrupt:
@@ -298,10 +300,17 @@ def _print_snapshot(snapshot: StatusSnapshot, *, json_out: bool, alive: bool) ->
     if json_out:
         print_json({**snapshot.to_json(), "controller_running": alive})
     else:
-        console.print(render_status(snapshot, alive=alive))
+        console.print(render_status(snapshot, alive=alive, width=console.width))
 
 
-def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = None) -> Group:
+#: Below this terminal width the messages go under the table, one line per server,
+#: instead of a column squeezed to a few characters.
+_WIDE_ENOUGH: Final = 110
+
+
+def render_status(
+    snapshot: StatusSnapshot, *, alive: bool, now: float | None = None, width: int | None = None
+) -> Group:
     """The status as people read it: a header, file errors, then one row per server."""
     from rich.console import Group, RenderableType
     from rich.table import Table
@@ -325,20 +334,32 @@ def render_status(snapshot: StatusSnapshot, *, alive: bool, now: float | None = 
     for kind, error in snapshot.runtime_errors.items():
         parts.append(Text(f"runtime {kind} unavailable: {error}", style="red"))
     table = Table(box=None, pad_edge=False, header_style="bold")
+    # Short columns never wrap (a folded "Initializ/ed" reads badly); the message takes
+    # what is left of a wide terminal, or goes under the table on a narrow one.
+    beside = width is None or width >= _WIDE_ENOUGH
     for col in ("NAME", "DESIRED", "STATE", "REASON", "RUNTIME", "INSTANCE", "RESTARTS", "AGE"):
-        table.add_column(col, overflow="fold", min_width=3)
-    table.add_column("MESSAGE", overflow="fold", ratio=1, min_width=16)
+        table.add_column(col, no_wrap=True, overflow="ellipsis" if col == "NAME" else "fold")
+    if beside:
+        table.add_column("MESSAGE", overflow="fold", ratio=1, min_width=16)
+    below: list[RenderableType] = []
     for st in snapshot.servers:
         age = _age(now - st.started_at) if st.started_at else "-"
         message = st.message
         if st.stderr_tail and st.state in (ServerState.CRASHLOOP, ServerState.PENDING):
             message = f"{message} | stderr: {st.stderr_tail[-1]}"
-        table.add_row(
+        cells: list[RenderableType] = [
             st.name, st.desired, Text(st.state.value, style=_STATE_STYLE.get(st.state, "")),
             st.reason, st.runtime or "-", _instance_cell(st), str(st.restarts), age,
-            Text(message or "", style=_MESSAGE_STYLE.get(st.state, "")),
-        )  # fmt: skip
+        ]  # fmt: skip
+        styled = Text(message or "", style=_MESSAGE_STYLE.get(st.state, ""))
+        if beside:
+            table.add_row(*cells, styled)
+        else:
+            table.add_row(*cells)
+            if message:
+                below.append(Text.assemble(f"{st.name}: ", styled))
     parts.append(table if snapshot.servers else Text("no servers in the registry", style="dim"))
+    parts.extend(below)
     return Group(*parts)
 
 
@@ -351,10 +372,13 @@ def _instance_cell(st: ServerStatus) -> str:
 
 
 def _short_id(instance: str | None) -> str:
-    """Container ids as ``docker ps`` shows them (12 hex); process ids whole."""
+    """Container ids as ``docker ps`` shows them (12 hex); processes as ``pid N`` (the start
+    time that makes the instance id unique is for the controller, not for reading)."""
     if not instance:
         return "-"
-    return instance if instance.startswith("pid:") else instance[:12]
+    if instance.startswith("pid:"):
+        return "pid " + instance.split(":")[1]
+    return instance[:12]
 
 
 def _age(seconds: float) -> str:
