@@ -294,7 +294,9 @@ async def test_each_session_gets_its_own_container_and_none_outlives_up(tmp_path
     label = f"{LABEL_FLEET}={sessions_fleet(fleet_name(home))}"
 
     def containers() -> list[Any]:
-        return list(daemon.containers.list(all=True, filters={"label": label}))
+        # sparse: one listing call, no inspect per container (a container removed between
+        # the listing and its inspect would raise NotFound while the router stops it).
+        return list(daemon.containers.list(all=True, sparse=True, filters={"label": label}))
 
     up = await start_up(home, "--runtime", "docker")
     try:
