@@ -205,8 +205,14 @@ def settles(check: Callable[[], bool], *, within: float = 10.0) -> bool:
 
 
 def fleet_containers(client: Any, fleet: str) -> list[Any]:
-    """Every container (any state) carrying ``fleet``'s ownership label."""
+    """Every container (any state) carrying ``fleet``'s ownership label (listed again when
+    one is removed between the SDK's listing and its inspect of it)."""
+    import docker.errors
+
     label = f"{conventions.LABEL_FLEET}={fleet}"
+    for _ in range(10):
+        with contextlib.suppress(docker.errors.NotFound):
+            return list(client.containers.list(all=True, filters={"label": label}))
     return list(client.containers.list(all=True, filters={"label": label}))
 
 

@@ -121,10 +121,16 @@ class Fleet:
 
 
 def fleet_containers(client: docker.DockerClient, fleet: str) -> list[Any]:
-    """Every container (any state) carrying ``fleet``'s ownership label."""
-    return list(
-        client.containers.list(all=True, filters={"label": f"{conventions.LABEL_FLEET}={fleet}"})
-    )
+    """Every container (any state) carrying ``fleet``'s ownership label.
+
+    The SDK lists, then inspects each container: one the controller removes in
+    between raises NotFound, so the listing is simply taken again.
+    """
+    filters = {"label": f"{conventions.LABEL_FLEET}={fleet}"}
+    for _ in range(10):
+        with contextlib.suppress(docker.errors.NotFound):
+            return list(client.containers.list(all=True, filters=filters))
+    return list(client.containers.list(all=True, filters=filters))
 
 
 def by_server(client: docker.DockerClient, fleet: str) -> dict[str, list[str]]:
