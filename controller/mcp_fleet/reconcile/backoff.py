@@ -108,7 +108,10 @@ class Health:
             self.streak = 0  # it ran fine for a while: a fresh row starts
         self.streak += 1
         self.last_failure_at = at
-        self.last_exit_code = exit_code
+        if exit_code is not None or self.streak == 1:
+            # A failure reported without a code (a probe that lost its instance, which
+            # was then removed before its exit was seen) keeps the row's last known code.
+            self.last_exit_code = exit_code
         self.last_reason = reason
         self.last_message = message
         self.stderr_tail = stderr_tail

@@ -65,3 +65,18 @@ def test_restarts_count_only_starts_after_a_failure() -> None:
     fail(h, "a", at=1.0)
     h.record_start()
     assert h.restarts == 1
+
+
+def test_a_failure_without_a_code_keeps_the_rows_last_exit_code() -> None:
+    """A probe that lost its instance (removed before its exit was seen) reports no code:
+    a crash loop still shows the last code it knows, and a fresh row starts clean."""
+    policy = BackoffPolicy(initial=0.2, maximum=1.0, threshold=3, window=30.0)
+    health = Health()
+    health.record_failure(policy, instance_id="a", at=1.0, started_at=0.9, reason="Exited",
+                          message="exit code 3", exit_code=3)  # fmt: skip
+    health.record_failure(policy, instance_id="b", at=2.0, started_at=1.9, reason="ProbeFailed",
+                          message="stream closed")  # fmt: skip
+    assert health.streak == 2 and health.last_exit_code == 3
+    health.record_failure(policy, instance_id="c", at=100.0, started_at=50.0,
+                          reason="ProbeFailed", message="stream closed")  # fmt: skip
+    assert health.streak == 1 and health.last_exit_code is None  # ran a while: a new row
