@@ -19,9 +19,11 @@ gives each client session an instance of its own:
 - **Stopped when the session ends**: HTTP DELETE or expiry, stdio EOF, the
   router's shutdown. An instance that dies fails its session's calls in
   flight; the session's next call starts a new one (its state is lost).
-- **Capped**: at most ``max_instances`` run at once (stopping ones
-  included); a session's first call beyond that is refused with MCP error
-  -32029 naming the limit, so many sessions cannot exhaust the machine.
+- **Capped**: at most ``max_instances`` session instances run at once
+  (stopping ones included; the one instance a server may run to learn its
+  lists is not counted); a session's first call beyond that is refused with
+  MCP error -32029 naming the limit, so many sessions cannot exhaust the
+  machine.
 
 Instances come from a ``SessionLauncher`` (``session_launcher``: why the
 router, not the controller, starts them); without one (``mcp-fleet router
@@ -185,6 +187,16 @@ class PerClient:
 
     def __len__(self) -> int:
         return len(self._servers)
+
+    def _session_instances(self) -> int:
+        """Instances that client sessions hold (stopping ones included): what the cap counts.
+
+        An instance started only to learn a server's lists is not one: at most
+        one runs per server, and it is stopped once read. Counting it let the
+        discovery of a new server, still stopping, refuse the first session's
+        first call under ``--max-session-instances 1``.
+        """
+        return sum(1 for lease in self._live.values() if lease.session is not None)
 
     @property
     def running(self) -> int:
@@ -373,7 +385,7 @@ class PerClient:
                 f"server {server!r} runs one instance per client session: {NEEDS_UP}",
                 data={"server": server, "reason": NEEDS_UP},
             )  # fmt: skip
-        if len(self._live) >= self.max_instances:
+        if session is not None and self._session_instances() >= self.max_instances:
             raise BackendError(
                 server, LIMITED,
                 f"server {server!r} runs one instance per client session, and"

@@ -38,10 +38,11 @@ TOOLS = (
 class Pipe:
     """The router's end of one in-memory server."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_gate: asyncio.Event | None = None) -> None:
         self.to_server: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.to_router: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
+        self.stop_gate = stop_gate
 
     async def send(self, message: bytes) -> None:
         if self.closed:
@@ -58,6 +59,8 @@ class Pipe:
         self.closed = True
         self.to_server.put_nowait(None)
         self.to_router.put_nowait(None)
+        if self.stop_gate is not None:
+            await self.stop_gate.wait()
 
     def crash(self) -> None:
         self.to_router.put_nowait(None)
@@ -100,6 +103,9 @@ class Launcher:
         self.fail = 0
         self.gate = asyncio.Event()
         self.gate.set()
+        #: Cleared: an instance's stop hangs (its stream's close waits) until set.
+        self.stop_gate = asyncio.Event()
+        self.stop_gate.set()
         self.swept: list[set[str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -108,7 +114,7 @@ class Launcher:
         if self.fail:
             self.fail -= 1
             raise RuntimeFailure(f"{spec.name}: cannot run 'nope': nope not found")
-        pipe = self.pipes[name] = Pipe()
+        pipe = self.pipes[name] = Pipe(self.stop_gate)
         self.levels[name] = []
         task = asyncio.get_running_loop().create_task(serve(pipe, self.levels[name]))
         self._tasks.add(task)
@@ -134,21 +140,23 @@ class Channel:
         self.sent.append(orjson.loads(data))
 
 
-def per_client_spec(name: str = "pc") -> ServerSpec:
+def per_client_spec(name: str = "pc", *, tools: tuple[dict[str, Any], ...] = TOOLS) -> ServerSpec:
     entry = CatalogEntry(
         name=name,
         source=Path("catalog.yaml"),
         process=ProcessSpec(command=("counter",)),
         sessions=SessionMode.PER_CLIENT,
-        tools=TOOLS,
+        tools=tools,
     )
     return ServerSpec(name=name, enabled=True, entry=entry)
 
 
 @contextlib.asynccontextmanager
-async def running(launcher: Launcher | None, *, cap: int = 4) -> AsyncIterator[Router]:
+async def running(
+    launcher: Launcher | None, *, cap: int = 4, spec: ServerSpec | None = None
+) -> AsyncIterator[Router]:
     table = EndpointTable()
-    await table.publish_on_demand({"pc": per_client_spec()})
+    await table.publish_on_demand({"pc": spec or per_client_spec()})
     router = Router(table, launcher=launcher, max_session_instances=cap, activation_timeout=2)
     task = asyncio.create_task(router.run())
     try:
@@ -249,6 +257,24 @@ async def test_the_cap_refuses_a_first_call_with_a_clear_error_until_room_is_mad
         b.close()
         await until(lambda: router.per_client.running == 1, "b's instance stopped")
         assert count_of(await call(c)) == 1
+
+
+async def test_the_instance_that_learns_the_lists_does_not_count_against_the_cap() -> None:
+    """With no catalog tools, one instance is started to list the server; while it
+    is still stopping, a session's first call under a cap of 1 must get its own."""
+    launcher = Launcher()
+    launcher.stop_gate.clear()  # the listing instance's stop hangs
+    async with running(launcher, cap=1, spec=per_client_spec(tools=())) as router:
+        await until(lambda: len(launcher.pipes) == 1, "the listing instance started")
+        (listing,) = launcher.pipes.values()
+        await until(lambda: listing.closed, "the listing instance is stopping")
+        assert router.per_client.running == 1  # still stopping: it holds no session's slot
+        a = client(router)
+        assert count_of(await call(a)) == 1
+        assert len(launcher.pipes) == 2
+        refused = await call(client(router))  # the cap still holds for sessions
+        assert refused["error"]["code"] == LIMITED
+        launcher.stop_gate.set()
 
 
 async def test_a_lost_instance_fails_its_call_and_the_next_call_starts_afresh() -> None:
