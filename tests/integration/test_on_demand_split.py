@@ -192,7 +192,10 @@ async def test_split_controller_and_router_start_stop_and_survive_a_killed_route
         # The first call starts exactly one container and succeeds.
         assert text_of(await session.call_tool("echo", {"text": "hello"})) == "hello"
         (first,) = fleet.containers()
-        assert fleet.status().get("state") == "Ready"
+        # The controller writes status.json after its pass: it follows the call.
+        await until(
+            lambda: fleet.status().get("state") == "Ready", fleet, within=30, what="od Ready"
+        )
 
         # Idle: removed, still listed.
         await until(lambda: cold(fleet), fleet, within=IDLE + 20, what="scaled to zero")

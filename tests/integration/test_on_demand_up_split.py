@@ -109,7 +109,10 @@ async def test_a_router_beside_up_starts_a_cold_on_demand_server(fleet: UpFleet)
         # Cold, asked through the other router: up's controller starts it.
         assert text_of(await session.call_tool("echo", {"text": "beside up"})) == "beside up"
         assert len(fleet.containers(every=False)) == 1
-        assert fleet.status().get("state") == "Ready"
+        # The controller writes status.json after its pass: it follows the call.
+        await until(
+            lambda: fleet.status().get("state") == "Ready", fleet, within=30, what="od Ready"
+        )
 
     # Idle: both routers agree, the container goes.
     await until(lambda: cold(fleet), fleet, within=IDLE + 30, what="scaled to zero")
