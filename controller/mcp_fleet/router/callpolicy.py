@@ -5,15 +5,24 @@ this module applies what that identity may do to the MCP messages of one
 client session, beside the session rather than inside it, so the session's
 dispatch stays as it is and a frontend without a gateway pays nothing:
 
-- Before the session handles a message, ``admit`` looks up where a
-  ``tools/call``, ``prompts/get`` or ``resources/read`` goes (the routing
-  table the session itself uses, so the names given to the guard are the
-  servers' own, not the advertised ones) and asks ``CallGuard.begin``. A
-  refusal (outside the allow-list: -32040, over a limit: -32029) is answered
-  at once and the session never sees the call; an admitted call's ticket is
-  kept under its request id.
+- A ``tools/call``, ``prompts/get`` or ``resources/read`` is admitted by
+  the session itself, at the one place it has resolved where the call goes
+  and is about to forward it (``RouterSession.admission``, answered by
+  ``admit_call``): the route the guard sees is the route the call takes,
+  whether the call is forwarded at once or was held while its server was
+  starting, restarting or being replaced. ``CallGuard.begin`` then decides;
+  a refusal (outside the allow-list: -32040, over a limit: -32029) is
+  answered and the call never reaches a server; an admitted call's ticket
+  (its permit, audit line and metrics) is kept under its request id.
+  Admitting before the session had resolved the route let a call for a
+  server not routable yet slip past the allow-list and the audit once it
+  was held and forwarded later. ``admit`` (before the session handles a
+  message) only notes the size, identity and headers of the request, so a
+  held call is judged as the request that brought it.
 - When the session's final answer to that id goes out, ``reply`` finishes
-  the ticket with the outcome read from the answer: ok, a tool error
+  the ticket with the outcome read from the answer (the session never sends
+  a refusal of a duplicate request id as a final answer, so a duplicate
+  cannot finish, and so release, the permit of the call it duplicates): ok, a tool error
   (``isError``), or a JSON-RPC error (the router's timeout and unavailable
   codes have outcomes of their own). A ``notifications/cancelled`` from the
   client finishes it as cancelled, and so does the end of the session.
@@ -107,7 +116,8 @@ class CallPolicy:
     """The guard applied to one client session (see the module docstring)."""
 
     __slots__ = (
-        "everything", "guard", "headers", "identity", "lists", "router", "session_id", "tickets",
+        "everything", "guard", "headers", "identity", "lists", "pending", "router", "session_id",
+        "tickets",
     )  # fmt: skip
 
     def __init__(
@@ -126,6 +136,9 @@ class CallPolicy:
         self.headers: Mapping[str, str] | None = None
         self.everything = True
         self.tickets: dict[RequestId, CallTicket] = {}
+        #: Calls seen by ``admit`` and not admitted (nor answered) yet: request id ->
+        #: (request bytes, identity, headers) of the request that brought the call.
+        self.pending: dict[RequestId, tuple[int, Identity | None, Mapping[str, str] | None]] = {}
         #: Lists (and ``initialize``) asked for by a restricted identity, by id: their
         #: answers are filtered on the way out.
         self.lists: dict[RequestId, Kind | Literal["initialize"]] = {}
@@ -161,32 +174,25 @@ class CallPolicy:
                         return self._scoped(method, mid, msg.get("params"), channel)
             return True
         mid = msg.get("id")
+        if jsonrpc.valid_id(mid):
+            self.pending[mid] = (size, self.identity, self.headers)
+        return True
+
+    def admit_call(
+        self, mid: RequestId, method: str, server: str, tool: str | None, msg: JsonObject
+    ) -> JsonObject | None:
+        """The session is about to forward call ``mid`` to ``server`` (``tool``: the
+        server's own name): admit it (None) or return the JSON-RPC error to answer with.
+
+        The request's size, identity and headers are those ``admit`` noted when it
+        arrived: a call held a while is judged (and audited) as the request it was.
+        """
+        noted = self.pending.pop(mid, None)
+        size, identity, headers = noted if noted is not None else (0, self.identity, self.headers)
         params = msg.get("params")
-        if not jsonrpc.valid_id(mid) or type(params) is not dict:
-            return True  # the session answers malformed requests itself
-        table = self.router.table
-        tool: str | None = None
-        arguments: Any = None
-        server: str | None
-        if method == "tools/call":
-            name = params.get("name")
-            route = table.tool_routes.get(name) if type(name) is str else None
-            if route is None:
-                return True  # unknown tool: the session says so
-            server, tool = route.server, route.name
-            arguments = params.get("arguments")
-        elif method == "prompts/get":
-            name = params.get("name")
-            prompt = table.prompt_routes.get(name) if type(name) is str else None
-            server = prompt.server if prompt is not None else None
-            arguments = params.get("arguments")
-        else:
-            uri = params.get("uri")
-            server = table.resource_server(uri) if type(uri) is str else None
-        if server is None:
-            return True
+        arguments = params.get("arguments") if type(params) is dict else None
         ticket = self.guard.begin(
-            self.identity,
+            identity,
             self.session_id,
             server,
             tool,
@@ -194,20 +200,15 @@ class CallPolicy:
             request_bytes=size,
             arguments=arguments if type(arguments) is dict else None,
             message=msg,
-            headers=self.headers,
+            headers=headers,
         )
         if isinstance(ticket, dict):
-            channel.send(
-                jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": ticket}),
-                related=mid,
-                final=True,
-            )
-            return False
+            return ticket
         previous = self.tickets.get(mid)
-        if previous is not None:  # a reused id (the session refuses or mixes them up)
+        if previous is not None:  # a reused id whose answer never went out
             previous.finish(outcome="error", error="request id reused while in flight")
         self.tickets[mid] = ticket
-        return True
+        return None
 
     def _scoped(self, method: str, mid: RequestId, params: Any, channel: ClientChannel) -> bool:
         if type(params) is not dict or self.identity is None:
@@ -223,7 +224,10 @@ class CallPolicy:
 
     def _cancelled(self, params: Any) -> None:
         rid = params.get("requestId") if type(params) is dict else None
-        ticket = self.tickets.pop(rid, None) if jsonrpc.valid_id(rid) else None
+        if not jsonrpc.valid_id(rid):
+            return
+        self.pending.pop(rid, None)  # a call cancelled while held is never admitted
+        ticket = self.tickets.pop(rid, None)
         if ticket is not None:
             ticket.finish(outcome="cancelled", error="cancelled by the client")
 
@@ -231,6 +235,8 @@ class CallPolicy:
 
     def reply(self, related: RequestId, data: bytes) -> bytes:
         """The session's final answer to request ``related``; returns what to send."""
+        if self.pending:
+            self.pending.pop(related, None)  # answered without being admitted (unknown name)
         if self.tickets:
             ticket = self.tickets.pop(related, None)
             if ticket is not None:
@@ -285,6 +291,7 @@ class CallPolicy:
         for ticket in tickets.values():
             ticket.finish(outcome="cancelled", error="session closed")
         self.lists.clear()
+        self.pending.clear()
 
 
 def _visible(table: RoutingTable, identity: Identity, kind: Kind, item: JsonObject) -> bool:

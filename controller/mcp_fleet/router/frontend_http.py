@@ -150,6 +150,7 @@ class HttpSession:
         self.parked: deque[bytes] = deque(maxlen=MAX_PARKED)
         self.last_seen = time.monotonic()
         self.session: RouterSession = router.open_session(self, session_id=session_id)
+        self.session.admission = policy
 
     def send(self, data: bytes, *, related: RequestId | None = None, final: bool = False) -> None:
         if final and self.policy is not None and related is not None:

@@ -126,6 +126,7 @@ async def serve_stream(
     session = router.open_session(
         GuardedChannel(channel, policy) if policy is not None else channel, session_id="stdio"
     )
+    session.admission = policy
 
     def dispatch(raw: bytes) -> None:
         if policy is None:

@@ -94,6 +94,15 @@ class ClientChannel(Protocol):
         """
 
 
+class CallAdmission(Protocol):
+    """Decides, at the moment a call is forwarded, whether it may be (the gateway's policy)."""
+
+    def admit_call(
+        self, mid: RequestId, method: str, server: str, tool: str | None, msg: JsonObject
+    ) -> JsonObject | None:
+        """None: forward the call; else the JSON-RPC error object to answer it with."""
+
+
 class RouterSession:
     """The router as one client sees it."""
 
@@ -108,6 +117,8 @@ class RouterSession:
         self.closed = False
         #: Who the client is (the gateway's); None: allowed every server.
         self.identity: Identity | None = None
+        #: Asked before every call is forwarded, held or not (None: every call goes).
+        self.admission: CallAdmission | None = None
         #: Minimum level of log messages this client wants (None: all, nothing set).
         self.log_level: str | None = None
         #: Calls forwarded and not answered yet: client id -> (backend, backend id).
@@ -172,8 +183,13 @@ class RouterSession:
             self._error(mid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
             return
         if mid in self.inflight or mid in self.waiting:
-            # Its answer could not be told from the other call's, nor could a cancel.
-            self._error(mid, jsonrpc.INVALID_REQUEST, "duplicate request id: still in flight")
+            # Its answer could not be told from the other call's, nor could a cancel. Not
+            # sent as the final answer to ``mid``: that is the other call's, and its end
+            # (its permit, its audit line) must not be taken by this refusal.
+            refusal = jsonrpc.error(
+                mid, jsonrpc.INVALID_REQUEST, "duplicate request id: still in flight"
+            )
+            self.channel.send(refusal)
             return
         try:
             handler(mid, msg)
@@ -358,9 +374,23 @@ class RouterSession:
                     return
             self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
             return
+        if not self._admitted(mid, msg, route.server, route.name):
+            return
         if route.name != name:
             params["name"] = route.name
         self._forward(route.server, mid, msg)
+
+    def _admitted(self, mid: RequestId, msg: JsonObject, server: str, tool: str | None) -> bool:
+        """Ask ``admission`` about a call about to be forwarded; answer a refusal. Every
+        call passes here, held or not, so none reaches a server unchecked or unaudited."""
+        admission = self.admission
+        if admission is None:
+            return True
+        refusal = admission.admit_call(mid, msg["method"], server, tool, msg)
+        if refusal is None:
+            return True
+        self._error_obj(mid, refusal)
+        return False
 
     def _get_prompt(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
         params = msg.get("params") or {}
@@ -372,6 +402,8 @@ class RouterSession:
                 if self._held_until_routed(mid, msg, known, self._get_prompt):
                     return
             self._error(mid, jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+            return
+        if not self._admitted(mid, msg, route.server, None):
             return
         if route.name != name:
             params["name"] = route.name
@@ -395,7 +427,8 @@ class RouterSession:
                     return
             self._resource_owner(mid, uri)  # answers "Resource not found"
             return
-        self._forward(server, mid, msg)
+        if self._admitted(mid, msg, server, None):
+            self._forward(server, mid, msg)
 
     def _complete(self, mid: RequestId, msg: JsonObject) -> None:
         params = msg.get("params") or {}
