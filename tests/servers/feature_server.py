@@ -50,7 +50,9 @@ PNG = base64.b64decode(
 )
 BLOB = bytes(range(256)) * 4
 
-state: dict[str, Any] = {"cancelled": 0, "subscriptions": set(), "level": None, "grown": 0}
+state: dict[str, Any] = {
+    "cancelled": 0, "subscriptions": set(), "level": None, "grown": 0, "roots_changed": 0,
+}  # fmt: skip
 
 
 def _schema(**props: str) -> dict[str, Any]:
@@ -147,6 +149,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
             "cancelled": state["cancelled"],
             "subscriptions": sorted(state["subscriptions"]),
             "level": state["level"],
+            "roots_changed": state["roots_changed"],
         }
         return types.CallToolResult(content=_text(str(data)), structured_content=data)
     if name == "log":
@@ -317,6 +320,10 @@ async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.Compl
     )
 
 
+async def roots_changed(ctx: Any, params: Any) -> None:
+    state["roots_changed"] += 1
+
+
 async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
     state["level"] = params.level
     return types.EmptyResult()
@@ -337,6 +344,7 @@ server = Server(
     on_get_prompt=get_prompt,
     on_completion=complete,
     on_set_logging_level=set_level,
+    on_roots_list_changed=roots_changed,
 )
 
 

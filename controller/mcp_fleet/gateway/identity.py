@@ -146,13 +146,22 @@ class Identity:
     name: str
     kind: IdentityKind
     allow: AllowList
-    #: ``token:alice``, ``oidc:alice@example.com`` or ``anonymous`` (audit, errors, session
-    #: ownership); computed once, as it is read several times per call.
+    #: Which credential this is, beyond its name: a token's non-secret digest tag, so a
+    #: token made anew under a revoked token's name is another owner ("" when the name
+    #: alone says who it is).
+    credential: str = field(default="", repr=False, compare=False)
+    #: ``token:alice``, ``oidc:alice@example.com`` or ``anonymous`` (audit, errors, limits);
+    #: computed once, as it is read several times per call.
     label: str = field(init=False, repr=False, compare=False)
+    #: Who owns the sessions this identity opens: the label and the credential, so that
+    #: sessions belong to the token, not to its name.
+    owner: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         label = "anonymous" if self.kind == "anonymous" else f"{self.kind}:{self.name}"
         object.__setattr__(self, "label", label)
+        owner = f"{label}#{self.credential}" if self.credential else label
+        object.__setattr__(self, "owner", owner)
 
     def allows(self, server: str, tool: str | None = None) -> bool:
         return self.allow.allows(server, tool)

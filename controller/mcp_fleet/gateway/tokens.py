@@ -106,7 +106,9 @@ class TokenRecord:
 
     @property
     def identity(self) -> Identity:
-        return Identity(name=self.name, kind="token", allow=self.allow)
+        return Identity(
+            name=self.name, kind="token", allow=self.allow, credential=digest_tag(self.digest)
+        )
 
 
 def tokens_path(home: Path) -> Path:

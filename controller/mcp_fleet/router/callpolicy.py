@@ -11,8 +11,9 @@ dispatch stays as it is and a frontend without a gateway pays nothing:
   ``admit_call``): the route the guard sees is the route the call takes,
   whether the call is forwarded at once or was held while its server was
   starting, restarting or being replaced. ``CallGuard.begin`` then decides;
-  a refusal (outside the allow-list: -32040, over a limit: -32029) is
-  answered and the call never reaches a server; an admitted call's ticket
+  a refusal (outside the allow-list: answered as an unknown name would be,
+  see ``unknown_error``; over a limit: -32029) is answered and the call
+  never reaches a server; an admitted call's ticket
   (its permit, audit line and metrics) is kept under its request id.
   Admitting before the session had resolved the route let a call for a
   server not routable yet slip past the allow-list and the audit once it
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from mcp_fleet.gateway.identity import Identity, forbidden_error
+from mcp_fleet.gateway.identity import FORBIDDEN, Identity
 from mcp_fleet.router import jsonrpc
 from mcp_fleet.router.jsonrpc import JsonObject, RequestId
 from mcp_fleet.router.table import Kind, RoutingTable
@@ -92,6 +93,33 @@ def reply_outcome(data: bytes) -> tuple[str, str | None]:
     error = msg.get("error")
     message = error.get("message") if isinstance(error, dict) else None
     return outcome, message if isinstance(message, str) else None
+
+
+def unknown_error(method: str, params: Any) -> JsonObject:
+    """What the session answers for a name nobody offers, for a call it may not make.
+
+    A call outside an identity's allow-list is refused (and audited as
+    forbidden) with the answer an unknown name gets, so a restricted token
+    cannot learn which tools, prompts and resources other servers have: it
+    is never shown them either.
+    """
+    params = params if type(params) is dict else {}
+    if method == "tools/call":
+        return {"code": jsonrpc.INVALID_PARAMS, "message": f"Unknown tool: {params.get('name')}"}
+    if method == "prompts/get":
+        return {"code": jsonrpc.INVALID_PARAMS, "message": f"Unknown prompt: {params.get('name')}"}
+    if method == "completion/complete":
+        ref = params.get("ref")
+        ref = ref if type(ref) is dict else {}
+        if ref.get("type") == "ref/prompt":
+            return {"code": jsonrpc.INVALID_PARAMS, "message": f"Unknown prompt: {ref.get('name')}"}
+        uri = ref.get("uri")
+        return {"code": jsonrpc.INVALID_PARAMS, "message": f"Unknown resource template: {uri}"}
+    uri = params.get("uri")
+    return {
+        "code": jsonrpc.RESOURCE_NOT_FOUND, "message": f"Resource not found: {uri}",
+        "data": {"uri": uri},
+    }  # fmt: skip
 
 
 def _server_of(table: RoutingTable, method: str, params: JsonObject) -> str | None:
@@ -203,7 +231,7 @@ class CallPolicy:
             headers=headers,
         )
         if isinstance(ticket, dict):
-            return ticket
+            return unknown_error(method, params) if ticket.get("code") == FORBIDDEN else ticket
         previous = self.tickets.get(mid)
         if previous is not None:  # a reused id whose answer never went out
             previous.finish(outcome="error", error="request id reused while in flight")
@@ -216,7 +244,7 @@ class CallPolicy:
         server = _server_of(self.router.table, method, params)
         if server is None or self.identity.allows(server, None):
             return True
-        err = forbidden_error(self.identity, server)
+        err = unknown_error(method, params)
         channel.send(
             jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": err}), related=mid, final=True
         )

@@ -50,7 +50,8 @@ class ClientHub:
         self.sessions: set[RouterSession] = set()
         #: (server, uri) -> sessions holding a subscription
         self._subscriptions: dict[tuple[str, str], set[RouterSession]] = {}
-        self._backend_log_level: str | None = None
+        #: The log level each backend was last set to (by server name).
+        self._backend_log_levels: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # What the router provides.
@@ -67,8 +68,10 @@ class ClientHub:
     async def _restore_client_state(self, backend: BackendSession) -> None:
         """Give a (re-)attached backend the log level and subscriptions clients hold."""
         calls: list[Awaitable[JsonObject]] = []
-        if self._backend_log_level and "logging" in backend.capabilities:
-            calls.append(backend.call("logging/setLevel", {"level": self._backend_log_level}))
+        level = self._log_level_for(backend.name)
+        if level is not None and "logging" in backend.capabilities:
+            self._backend_log_levels[backend.name] = level
+            calls.append(backend.call("logging/setLevel", {"level": level}))
         for server, uri in self._subscriptions:
             if server == backend.name:
                 calls.append(backend.call("resources/subscribe", {"uri": uri}))
@@ -128,20 +131,32 @@ class ClientHub:
         await self._push_log_level()
         return {}
 
+    def _log_level_for(self, server: str) -> str | None:
+        """The most detailed level asked for by a client that sees ``server``.
+
+        Only those: a client restricted to other servers must not turn up what a
+        shared server it may not use sends (and the router then filters away).
+        """
+        levels = [s.log_level for s in self.sessions if s.log_level is not None and s.sees(server)]
+        return min(levels, key=LOG_RANK.__getitem__) if levels else None
+
     async def _push_log_level(self) -> None:
-        levels = [s.log_level for s in self.sessions if s.log_level is not None]
-        wanted = min(levels, key=LOG_RANK.__getitem__) if levels else None
-        if wanted is None or wanted == self._backend_log_level:
-            return
-        self._backend_log_level = wanted
-        backends = [b for b in self.backends() if "logging" in b.capabilities]
-        await asyncio.gather(
-            *(quietly(b.call("logging/setLevel", {"level": wanted})) for b in backends)
-        )
+        calls = []
+        for backend in self.backends():
+            wanted = self._log_level_for(backend.name)
+            if "logging" not in backend.capabilities or wanted is None:
+                continue
+            if self._backend_log_levels.get(backend.name) == wanted:
+                continue
+            self._backend_log_levels[backend.name] = wanted
+            calls.append(quietly(backend.call("logging/setLevel", {"level": wanted})))
+        await asyncio.gather(*calls)
 
     def roots_changed(self, session: RouterSession) -> None:
+        """A client's roots changed: tell the shared servers it sees (only those)."""
         for backend in self.backends():
-            backend.notify("notifications/roots/list_changed")
+            if session.sees(backend.name):
+                backend.notify("notifications/roots/list_changed")
 
     # -- BackendListener (notifications and requests; Router adds backend_closed) --------
 

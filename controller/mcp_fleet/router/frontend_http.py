@@ -26,7 +26,10 @@ replica does not know but another replica signed restores the session here,
 so several router replicas serve one Service without session affinity.
 
 Legacy SSE (2024-11-05): GET ``/sse`` opens a stream whose first event names
-the URL to POST messages to; every answer goes on that stream.
+the URL to POST messages to; every answer goes on that stream. The two kinds
+of session do not mix: a legacy session's id at ``/mcp`` (whose POST would
+wait for an answer that goes to the SSE stream), or a streamable session's
+id at ``/messages``, gets a 400 naming the right place.
 
 A client that goes away cancels its calls at the backend. A POST whose
 connection closes before its answer is finished is taken as the client's
@@ -135,13 +138,14 @@ class HttpSession:
         session_id: str,
         *,
         legacy: bool = False,
-        owner: str = ANONYMOUS.label,
+        owner: str = ANONYMOUS.owner,
         policy: CallPolicy | None = None,
     ) -> None:
         self.id = session_id
         self.sid = session_id.encode()
         self.legacy = legacy
-        #: The identity (label) that initialized the session: the only one that may use it.
+        #: The identity (``Identity.owner``: its label and credential) that initialized the
+        #: session: the only one that may use it.
         self.owner = owner
         self.policy = policy
         self.exchanges: dict[RequestId, _Exchange] = {}
@@ -291,13 +295,13 @@ class HttpFrontend:
         if sid is None:
             signer = None if legacy else self.session_signer
             if signer is not None:
-                sid = signer.mint(SessionClaims.from_initialize(params), owner=identity.label)
+                sid = signer.mint(SessionClaims.from_initialize(params), owner=identity.owner)
             else:
                 sid = secrets.token_hex(16)
         policy = None
         if self.guard is not None:
             policy = CallPolicy(self.guard, self.router, session_id=sid, identity=identity)
-        hs = HttpSession(self.router, sid, legacy=legacy, owner=identity.label, policy=policy)
+        hs = HttpSession(self.router, sid, legacy=legacy, owner=identity.owner, policy=policy)
         hs.session.identity = identity
         self.sessions[sid] = hs
         return hs
@@ -339,8 +343,11 @@ class HttpFrontend:
             if found is None:
                 _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
                 return
-            if found.owner != identity.label:
+            if found.owner != identity.owner:
                 _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
+                return
+            if found.legacy:  # its answers go to its SSE stream: this POST would never end
+                _error(responder, 400, jsonrpc.INVALID_REQUEST, self._legacy_mistake(found))
                 return
             hs = found
             version = headers.get("mcp-protocol-version")
@@ -388,10 +395,19 @@ class HttpFrontend:
         if hs is None:
             responder.respond(400 if sid is None else 404, _TEXT, b"Session not found")
             return None
-        if hs.owner != identity.label:
+        if hs.owner != identity.owner:
             responder.respond(403, _TEXT, _NOT_YOURS.encode())
             return None
+        if hs.legacy:  # a GET would take its stream over, a DELETE end it under its client
+            responder.respond(400, _TEXT, self._legacy_mistake(hs).encode())
+            return None
         return hs
+
+    def _legacy_mistake(self, hs: HttpSession) -> str:
+        return (
+            f"Mcp-Session-Id names a legacy SSE session: post its messages to "
+            f"{self.messages_path}?session_id={hs.id}, not to {self.path}"
+        )
 
     def _restore(self, sid: str, identity: Identity) -> HttpSession | None:
         """The session another replica began under ``sid``, restored here (None: not one).
@@ -402,7 +418,7 @@ class HttpFrontend:
         if signer is None:
             return None
         try:
-            claims = signer.verify(sid, owner=identity.label)
+            claims = signer.verify(sid, owner=identity.owner)
         except ForeignSession:
             raise  # signed for another identity: the caller answers 403
         except InvalidSessionToken:
@@ -465,11 +481,18 @@ class HttpFrontend:
     def _legacy_post(self, request: Request, responder: Responder, identity: Identity) -> None:
         sid = (parse_qs(request.query).get("session_id") or [""])[0]
         hs = self.sessions.get(sid)
-        if hs is None or not hs.legacy:
+        if hs is None or (not hs.legacy and hs.owner != identity.owner):
             responder.respond(404, _TEXT, b"Session not found")
             return
-        if hs.owner != identity.label:
+        if hs.owner != identity.owner:
             responder.respond(403, _TEXT, _NOT_YOURS.encode())
+            return
+        if not hs.legacy:
+            why = (
+                f"session_id names a streamable HTTP session: post its messages to {self.path}"
+                " with an Mcp-Session-Id header"
+            )
+            responder.respond(400, _TEXT, why.encode())
             return
         hs.last_seen = time.monotonic()
         hs.session.identity = identity
@@ -491,7 +514,7 @@ class HttpFrontend:
 
     def _make_room(self, identity: Identity) -> bool:
         """Room for one more session of ``identity``: False when all of its are busy."""
-        own = [hs for hs in self.sessions.values() if hs.owner == identity.label]
+        own = [hs for hs in self.sessions.values() if hs.owner == identity.owner]
         if len(own) < self.max_sessions_per_identity:
             return True
         idle = [hs for hs in own if not hs.exchanges and (hs.stream is None or hs.stream.closed)]
