@@ -7,7 +7,10 @@ labels, and publish a ``DockerAttachEndpoint`` for each running container
 whose config hash matches its enabled server's spec (a container of an
 outdated spec is about to be replaced, and the replacement gets its own id).
 Level-triggered like the controller: a full pass on every Docker event and
-on a short period, and a broken fleet file keeps the last good state.
+on a short period, and a broken fleet file keeps the last good state. The
+fleet files are read off the event loop, and only when their fingerprint
+(a ``stat`` of each) changed (``FleetReader``): a big catalog or a slow disk
+never stalls the router's clients, and an unchanged fleet costs a few stats.
 
 On-demand servers are published too (``publish_on_demand``, with the
 fleet's list cache), so the router advertises a cold one from its cached
@@ -25,6 +28,7 @@ import logging
 from typing import Final
 
 from mcp_fleet.config import load_fleet
+from mcp_fleet.config.fingerprint import FileStamp, fleet_fingerprint
 from mcp_fleet.endpoints import DockerAttachEndpoint, EndpointEntry, EndpointTable
 from mcp_fleet.errors import FleetConfigError, RuntimeFailure
 from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, ServerSpec
@@ -72,6 +76,31 @@ def endpoints_for(desired: DesiredState, observed: ObservedState) -> dict[str, E
     return out
 
 
+class FleetReader:
+    """The fleet as last read, re-read (in a worker thread) only when its files changed."""
+
+    def __init__(self, files: FleetFiles) -> None:
+        self.files = files
+        #: The last good read (a broken edit keeps it).
+        self.desired: DesiredState | None = None
+        self._seen: tuple[FileStamp, ...] | None = None
+
+    async def read(self) -> DesiredState | None:
+        """The current desired state; logs (once per change) a broken fleet file."""
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> DesiredState | None:
+        stamps = fleet_fingerprint(self.files)
+        if stamps == self._seen:
+            return self.desired
+        self._seen = stamps
+        try:
+            self.desired = load_fleet(self.files)
+        except FleetConfigError as exc:
+            log.warning("fleet files invalid, keeping the last good state: %s", exc)
+        return self.desired
+
+
 async def follow_docker_fleet(
     files: FleetFiles, table: EndpointTable, *, interval: float = RESYNC_SECONDS
 ) -> None:
@@ -80,7 +109,7 @@ async def follow_docker_fleet(
     from mcp_fleet.runtimes.docker import DockerRuntime
 
     runtime = DockerRuntime(fleet=conventions.fleet_name(files.home), in_process_endpoints=False)
-    desired: DesiredState | None = None
+    reader = FleetReader(files)
     wake = asyncio.Event()
 
     async def events() -> None:
@@ -91,10 +120,7 @@ async def follow_docker_fleet(
     watcher = asyncio.create_task(events())
     try:
         while True:
-            try:
-                desired = load_fleet(files)
-            except FleetConfigError as exc:
-                log.warning("fleet files invalid, keeping the last good state: %s", exc)
+            desired = await reader.read()
             if desired is not None:
                 try:
                     observed = await runtime.observe()
