@@ -37,18 +37,19 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from controller_support import call_echo, state, until
+from controller_support import Recorder, call_echo, passes, state, until
 from mcp_fleet import conventions
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
 from mcp_fleet.logsetup import FleetFormatter
-from mcp_fleet.model import RuntimeKind, ServerSpec
+from mcp_fleet.model import RuntimeKind
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.loop import Controller
 from mcp_fleet.reconcile.snapshot import ServerStatus, StatusSnapshot
-from mcp_fleet.runtimes.base import Instance, Runtime
 from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.status import ServerState
+from support import until as until_true
+from support import until_sync
 from testbed_images import SERVERS_IMAGE, TIME_IMAGE, hardened_container_options, server_in_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
@@ -170,36 +171,6 @@ def fleet(
         remove_fleet(docker_client, name)
 
 
-class Recorder:
-    """The real Docker runtime, with the order of starts, successful probes and stops noted.
-
-    Only observes: every call goes to the real runtime unchanged.
-    """
-
-    def __init__(self, inner: Runtime) -> None:
-        self.inner = inner
-        self.kind = inner.kind
-        self.calls: list[tuple[str, str]] = []
-        #: When each server's starts were asked for (``time.monotonic``).
-        self.start_times: dict[str, list[float]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def probe(self, instance: Instance, *, timeout: float) -> None:
-        await self.inner.probe(instance, timeout=timeout)
-        self.calls.append(("ready", instance.instance_id))
-
-    async def stop(self, instance: Instance) -> None:
-        self.calls.append(("stop", instance.instance_id))
-        await self.inner.stop(instance)
-
-    async def start(self, spec: ServerSpec) -> Instance:
-        self.calls.append(("start", spec.name))
-        self.start_times.setdefault(spec.name, []).append(time.monotonic())
-        return await self.inner.start(spec)
-
-
 @pytest.fixture
 async def running(fleet: Fleet) -> AsyncIterator[tuple[Fleet, Controller, Recorder]]:
     """A controller with the Docker runtime watching ``fleet``, as ``mcp-fleet controller`` runs."""
@@ -238,13 +209,9 @@ def replaced(name: str, old: str | None) -> Callable[[StatusSnapshot], bool]:
     return check
 
 
-async def settles(check: Callable[[], bool], *, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(check):
-            return True
-        await asyncio.sleep(0.1)
-    return await asyncio.to_thread(check)
+async def settles(check: Callable[[], bool], *, what: str, within: float = 10.0) -> None:
+    """Wait until ``check`` (a blocking Docker call, run in a thread) holds."""
+    await until_true(lambda: asyncio.to_thread(check), within=within, what=what, every=0.1)
 
 
 # -- scenarios with a controller in this process -------------------------------
@@ -278,7 +245,7 @@ async def test_enable_change_disable(
     assert new_hash != labels[conventions.LABEL_CONFIG_HASH]
     assert "ECHO_VERSION=2" in new_info["Config"]["Env"]
     # The replacement is Ready as soon as it answered; the old container goes right after.
-    assert await settles(lambda: not exists(docker_client, first.instance)), "the old one is gone"
+    await settles(lambda: not exists(docker_client, first.instance), what="the old one is gone")
     assert by_server(docker_client, fleet.name) == {"echo": [second.instance]}
     calls = recorder.calls
     assert ("ready", second.instance) in calls and ("stop", first.instance) in calls
@@ -311,17 +278,21 @@ async def test_orphans_go_strangers_stay_and_a_killed_server_comes_back(
         fleet.set_registry(echo=True)
         ready = server(await until(ctl, state("echo", ServerState.READY)), "echo")
 
+        mark = len(recorder.calls)
         orphan = sleeper({conventions.LABEL_FLEET: fleet.name, conventions.LABEL_SERVER: "ghost",
                           conventions.LABEL_CONFIG_HASH: "0" * 64})  # fmt: skip
         stranger = sleeper({conventions.LABEL_FLEET: other_fleet,
                             conventions.LABEL_SERVER: "echo"})  # fmt: skip
         unlabelled = sleeper({})
-        assert await settles(lambda: not exists(docker_client, orphan.id)), "orphan not removed"
-        await asyncio.sleep(2.5)  # a resync pass (2 s) more: still nothing else is touched
+        await settles(lambda: not exists(docker_client, orphan.id), what="orphan removed")
+        # Whole passes since (each saw the stranger and the unlabelled container):
+        # the orphan's removal is all the controller did.
+        snap = await passes(ctl, 2)
+        touched = [c for c in recorder.actions_since(mark) if c != ("stop", orphan.id)]
+        assert touched == [], f"more than the orphan was touched: {touched}"
         for c in (stranger, unlabelled):
             c.reload()
             assert c.status == "running", f"{c.name} was touched"
-        snap = ctl.status()
         assert snap.server("ghost") is None
         assert server(snap, "echo").instance == ready.instance
 
@@ -372,8 +343,9 @@ async def test_servers_that_cannot_run_fail_alone_and_no_secret_leaks(
     absent = server(snap, "absent")
     assert absent.reason == "ImageUnavailable" and ABSENT_IMAGE in absent.message
     assert set(by_server(docker_client, fleet.name)) <= {"crash", "holder"}
-    await asyncio.sleep(1.0)  # what retrying cannot fix is not retried
-    assert not {"needy", "badvolume"} & set(recorder.start_times)
+    # What retrying cannot fix is not retried: not even by passes after the longest backoff.
+    await passes(ctl, 2, after=time.time() + BACKOFF.maximum)
+    assert not {"needy", "badvolume"} & set(recorder.start_times), recorder.calls
 
     holder = server(snap, "holder")
     assert holder.instance
@@ -395,11 +367,12 @@ async def test_servers_that_cannot_run_fail_alone_and_no_secret_leaks(
 async def test_broken_registry_stops_nothing_and_a_fix_resumes(
     running: tuple[Fleet, Controller, Recorder], docker_client: docker.DockerClient
 ) -> None:
-    fleet, ctl, _ = running
+    fleet, ctl, recorder = running
     fleet.set_registry(echo=True)
     ready = server(await until(ctl, state("echo", ServerState.READY)), "echo")
     assert ready.instance
 
+    mark = len(recorder.calls)
     (fleet.home / "registry.yaml").write_text("registry:\n  echo:\n    enabled: [oops\n")
     await until(ctl, lambda s: bool(s.file_errors))
     shown = await asyncio.to_thread(
@@ -415,9 +388,11 @@ async def test_broken_registry_stops_nothing_and_a_fix_resumes(
     assert f"registry.yaml:{error['line']}" in error["text"]
     (echo,) = doc["servers"]
     assert (echo["state"], echo["instance"]) == ("Ready", ready.instance)
-    await asyncio.sleep(2.5)  # a resync pass later, the container still runs untouched
+    # Passes with the broken file: none starts or stops anything; the container runs on.
+    snap = await passes(ctl, 2)
+    assert snap.file_errors and recorder.actions_since(mark) == [], recorder.calls[mark:]
     assert docker_client.api.inspect_container(ready.instance)["State"]["Running"]
-    assert server(ctl.status(), "echo").instance == ready.instance
+    assert server(snap, "echo").instance == ready.instance
 
     fleet.set_registry(echo=True, time=True)
     snap = await until(ctl, state("time", ServerState.READY))
@@ -446,15 +421,18 @@ def start_controller(fleet: Fleet, log: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_status(fleet: Fleet, log: Path, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 45
     doc: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal doc
         with contextlib.suppress(OSError, ValueError):
             doc = json.loads(fleet.status_file.read_text())
-        if doc and check(doc):
-            return doc
-        time.sleep(0.05)
-    raise AssertionError(f"status not reached: {doc}\ncontroller log:\n{log.read_text()[-4000:]}")
+        return doc if doc and check(doc) else None
+
+    return until_sync(  # type: ignore[no-any-return]
+        reached, within=45, what="status",
+        context=lambda: f"{doc}\ncontroller log:\n{log.read_text()[-4000:]}",
+    )  # fmt: skip
 
 
 def states(doc: dict[str, Any]) -> dict[str, str]:
@@ -471,10 +449,13 @@ def test_sigkilled_controller_is_adopted_then_once_and_down(
     second: subprocess.Popen[bytes] | None = None
     try:
         # Kill it mid-reconcile: as soon as one container of the fleet runs.
-        deadline = time.monotonic() + 45
-        while not any(c.status == "running" for c in fleet_containers(docker_client, fleet.name)):
-            assert time.monotonic() < deadline and first.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.05)
+        until_sync(
+            lambda: first.poll() is not None
+            or any(c.status == "running" for c in fleet_containers(docker_client, fleet.name)),
+            within=45, what="a container of the fleet running",
+            context=lambda: log.read_text()[-3000:],
+        )  # fmt: skip
+        assert first.poll() is None, log.read_text()[-3000:]
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         at_kill = {

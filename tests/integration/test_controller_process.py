@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
@@ -25,16 +26,18 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from controller_support import call_echo, state, until
+from controller_support import Recorder, call_echo, passes, state, until
 from mcp_fleet.config import resolve_files
 from mcp_fleet.endpoints import EndpointTable, StreamEndpoint
 from mcp_fleet.logsetup import setup_logging
 from mcp_fleet.model import RuntimeKind
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.loop import Controller
+from mcp_fleet.reconcile.snapshot import StatusSnapshot
 from mcp_fleet.runtimes.process import read_stat
 from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.status import ServerState
+from support import until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO = REPO / "tests" / "servers" / "echo_server.py"
@@ -43,6 +46,7 @@ PY = sys.executable
 SECRET_VALUE = "s3cr3t-VALUE-" + uuid.uuid4().hex[:8]
 
 pytestmark = pytest.mark.timeout(120)
+BACKOFF = BackoffPolicy(initial=0.2, maximum=1.0, threshold=3, window=30.0)
 
 
 def catalog(marker: str, *, echo_version: str = "1") -> str:
@@ -118,11 +122,12 @@ def controller(fleet: Fleet, **kw: object) -> Controller:
     runtimes = build_runtimes(
         RuntimeKind.PROCESS, fleet=fleet_name(files.home), state_dir=files.state_dir
     )
+    runtimes[RuntimeKind.PROCESS] = Recorder(runtimes[RuntimeKind.PROCESS])  # type: ignore[assignment]
     options: dict[str, object] = {
         "resync_seconds": 2.0,
         "debounce_ms": 50,
         "probe_timeout": 20.0,
-        "backoff": BackoffPolicy(initial=0.2, maximum=1.0, threshold=3, window=30.0),
+        "backoff": BACKOFF,
     }
     options.update(kw)
     return Controller(files, runtimes, EndpointTable(), **options)  # type: ignore[arg-type]
@@ -139,6 +144,13 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
         task.cancel()
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
         await asyncio.wait_for(ctl.aclose(), 15)
+
+
+def recorder(ctl: Controller) -> Recorder:
+    """The ``Recorder`` around the process runtime of a controller made by ``controller``."""
+    found = ctl.runtimes[RuntimeKind.PROCESS]
+    assert isinstance(found, Recorder)
+    return found
 
 
 def pid_of(instance_id: str | None) -> int:
@@ -225,11 +237,24 @@ async def test_crashing_server_ends_in_crashloop_with_its_reason(
     assert st is not None and st.exit_code == 3 and st.reason == "CrashLoopBackOff"
     assert any("refusing to start" in line for line in st.stderr_tail)
     assert "exit code 3" in st.message
+    # Restarts go on, at the backed-off pace: after n failures in a row the next start
+    # waits BACKOFF.delay(n) (0.2, 0.4, 0.8, then 1 s here), measured between the starts.
     restarts = st.restarts
-    await asyncio.sleep(1.5)  # restarts go on, at the backed-off pace (max 1 s here)
-    later = ctl.status().server("crash")
-    assert later is not None and later.state is ServerState.CRASHLOOP
-    assert restarts < later.restarts <= restarts + 3
+
+    def restarted_twice_more(snap: StatusSnapshot) -> bool:
+        later = snap.server("crash")
+        return (
+            later is not None
+            and later.state is ServerState.CRASHLOOP
+            and later.restarts >= restarts + 2
+        )
+
+    await until(ctl, restarted_twice_more)
+    starts = recorder(ctl).start_times["crash"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) >= restarts + 2, gaps
+    for failures, gap in enumerate(gaps, start=1):
+        assert gap >= BACKOFF.delay(failures) - 0.05, f"restarted too soon: {gaps}"
     log = (fleet.home / ".state" / "logs" / "crash.log").read_text()
     assert "refusing to start" in log
 
@@ -241,11 +266,15 @@ async def test_broken_registry_stops_nothing_and_a_fix_resumes(
     fleet.set_registry(echo=True)
     ready = (await until(ctl, state("echo", ServerState.READY))).server("echo")
     assert ready is not None
+    mark = len(recorder(ctl).calls)
     (fleet.home / "registry.yaml").write_text("registry:\n  echo:\n    enabled: [oops\n")
     snap = await until(ctl, lambda s: bool(s.file_errors))
     assert "registry.yaml" in str(snap.file_errors[0])
-    await asyncio.sleep(0.5)
-    st = ctl.status().server("echo")
+    # Passes with the broken file: none starts or stops anything; echo runs on.
+    snap = await passes(ctl, 2)
+    assert snap.file_errors
+    assert recorder(ctl).actions_since(mark) == [], recorder(ctl).calls[mark:]
+    st = snap.server("echo")
     assert st is not None and st.state is ServerState.READY and st.instance == ready.instance
     assert alive(pid_of(ready.instance))
     fleet.set_registry(echo=True, time=True)
@@ -322,18 +351,21 @@ def start_controller(home: Path) -> subprocess.Popen[bytes]:
 
 def wait_status(home: Path, check: Callable[[dict], bool], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
     path = home / ".state" / "status.json"
-    deadline = time.monotonic() + timeout
     doc: dict = {}  # type: ignore[type-arg]
-    while time.monotonic() < deadline:
+
+    def reached() -> dict | None:  # type: ignore[type-arg]
+        nonlocal doc
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             doc = {}
-        if doc and check(doc):
-            return doc
-        time.sleep(0.05)
-    log = (home.parent / "controller.log").read_text()[-3000:]
-    raise AssertionError(f"status not reached: {doc}\ncontroller log:\n{log}")
+        return doc if doc and check(doc) else None
+
+    log = home.parent / "controller.log"
+    return until_sync(  # type: ignore[no-any-return]
+        reached, within=timeout, what="status",
+        context=lambda: f"{doc}\ncontroller log:\n{log.read_text()[-3000:]}",
+    )  # fmt: skip
 
 
 def ready_instance(doc: dict, name: str) -> str | None:  # type: ignore[type-arg]
@@ -355,10 +387,10 @@ def test_sigkilled_controller_leaves_no_second_copy(tmp_path: Path) -> None:
         assert len(processes_with(straggler)) == 1 and len(processes_with(gp)) == 1
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        deadline = time.monotonic() + 10
-        while processes_with(gp) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert processes_with(gp) == [], "the server did not die with its controller"
+        until_sync(
+            lambda: not processes_with(gp), within=10,
+            what="the server died with its controller",
+        )  # fmt: skip
         (old_straggler,) = processes_with(straggler)  # what the parent-death signal misses
 
         second = start_controller(fleet.home)
@@ -376,21 +408,15 @@ def test_sigkilled_controller_leaves_no_second_copy(tmp_path: Path) -> None:
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(20)
-        assert _settles(lambda: not processes_with(gp) and not processes_with(straggler))
+        until_sync(
+            lambda: not processes_with(gp) and not processes_with(straggler), within=5,
+            what="the servers ended with the controller",
+        )  # fmt: skip
     finally:
         if first.poll() is None:
             first.kill()
         for pid in processes_with(fleet.marker):
             os.kill(pid, signal.SIGKILL)
-
-
-def _settles(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def cli():  # type: ignore[no-untyped-def]
@@ -429,7 +455,9 @@ def test_cli_dry_run_once_status_logs_and_down(tmp_path: Path) -> None:
     assert doc["all_ready"] is True
     assert {s["name"]: s["state"] for s in doc["servers"]} == {"holder": "Ready", "time": "Ready"}
     pids = [pid_of(s["instance"]) for s in doc["servers"]]
-    assert _settles(lambda: not any(alive(p) for p in pids)), "--once stops process servers"
+    until_sync(
+        lambda: not any(alive(p) for p in pids), within=5, what="--once stops process servers"
+    )
 
     status = runner.invoke(cli(), ["status", "--dir", home, "--json"])
     assert status.exit_code == 0

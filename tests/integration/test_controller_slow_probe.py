@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from controller_support import state, until
+from controller_support import Recorder, passes, state, until
 from mcp_fleet.config import resolve_files
 from mcp_fleet.conventions import fleet_name
 from mcp_fleet.endpoints import EndpointTable
@@ -106,6 +106,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Controller]]:
     runtimes = build_runtimes(
         RuntimeKind.PROCESS, fleet=fleet_name(files.home), state_dir=files.state_dir
     )
+    runtimes[RuntimeKind.PROCESS] = Recorder(runtimes[RuntimeKind.PROCESS])  # type: ignore[assignment]
     ctl = Controller(
         files, runtimes, EndpointTable(), resync_seconds=30.0, debounce_ms=50,
         probe_timeout=PROBE_TIMEOUT,
@@ -210,6 +211,9 @@ async def test_disabling_a_server_mid_probe_ends_it_promptly(
     pidfiles = fleet.home / ".state" / "processes"
     assert [p.name for p in pidfiles.glob("slow.*.json")] == [f"slow.{pid}.json"]
 
+    recorder = ctl.runtimes[RuntimeKind.PROCESS]
+    assert isinstance(recorder, Recorder)
+    mark = len(recorder.calls)
     saved = fleet.set_registry(slow=False, quick=True)
     await until(ctl, state("slow", ServerState.STOPPED), within=REACTION)
     took = time.monotonic() - saved
@@ -219,10 +223,13 @@ async def test_disabling_a_server_mid_probe_ends_it_promptly(
         "Stopped"
     ]
     assert fleet.status_file()["pending"] == []
-    # Nothing comes back by itself and the other server was never touched.
-    await asyncio.sleep(1.0)
+    # Nothing comes back by itself and the other server was never touched: whole passes
+    # since the disable started nothing and stopped nothing but the probed process.
+    after_disable = await passes(ctl, 2)
+    actions = recorder.actions_since(mark)
+    assert actions and set(actions) == {("stop", slow.instance)}, actions
     assert fleet.processes("slow") == []
-    quick = ctl.status().server("quick")
+    quick = after_disable.server("quick")
     assert quick is not None and quick.instance == snap.server("quick").instance  # type: ignore[union-attr]
 
     # Enabled again, it is probed afresh (a new process); still no second copy.

@@ -3,6 +3,6 @@
 Import as ``support`` (tests/ is on the import path): ``from support import until``.
 """
 
-from support.waiting import free_port, until
+from support.waiting import free_port, until, until_sync
 
-__all__ = ["free_port", "until"]
+__all__ = ["free_port", "until", "until_sync"]

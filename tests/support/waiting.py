@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,27 @@ async def until(
             extra = f"\n{context()}" if context is not None else ""
             raise AssertionError(f"not reached in {within:g} s: {what}{extra}")
         await asyncio.sleep(every)
+
+
+def until_sync(
+    check: Callable[[], Any],
+    *,
+    within: float = 30.0,
+    what: str = "",
+    every: float = 0.05,
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """``until`` for code without an event loop: poll ``check`` until it returns something
+    truthy; return that. Fails with ``what`` (and ``context()``) after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"not reached in {within:g} s: {what}{extra}")
+        time.sleep(every)
 
 
 def free_port() -> int:
