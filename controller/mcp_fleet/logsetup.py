@@ -12,14 +12,25 @@ replaces every known secret value (the controller feeds it the values of
 secrets.env) with ``***`` in the message, its arguments and its fields, as
 a last line of defence. It sits on the handler, so it sees records from
 every logger of the process.
+
+A value is also masked as a server may spell it when it prints it inside
+something else (``secret_forms``): JSON-escaped (``json.dumps(v)[1:-1]``),
+``repr``-escaped (of the text and of its UTF-8 bytes), URL-encoded
+(``quote``, ``quote(safe="")``, ``quote_plus``) and base64 (standard and
+URL-safe, with and without padding, and the part of it that does not depend
+on what precedes the value, so ``Basic base64("user:" + v)`` is caught too).
+The forms are computed once per ``set_secrets``, not per line.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
 import sys
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -28,6 +39,8 @@ LogFormat = Literal["text", "json"]
 MASK = "***"
 #: Shorter values are not redacted: masking "1" everywhere would garble every line.
 MIN_SECRET_LENGTH = 4
+#: Base64 forms shorter than this are not masked: 5 characters of base64 match by chance.
+MIN_ENCODED_LENGTH = 6
 _FIELDS = "fleet_fields"
 
 
@@ -45,15 +58,31 @@ class SecretRedactor(logging.Filter):
         self._secrets: tuple[str, ...] = ()
 
     def set_secrets(self, values: Iterable[str]) -> None:
-        found = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
+        """Mask ``values`` (and their escaped forms) from now on, instead of the previous ones."""
+        found = {f for v in values if len(v) >= MIN_SECRET_LENGTH for f in secret_forms(v)}
         # Longest first, so a secret containing another is masked whole.
         self._secrets = tuple(sorted(found, key=lambda v: (-len(v), v)))
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """Every string masked (the values and their escaped forms), longest first."""
+        return self._secrets
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
+
+    def redact_document(self, value: Any) -> Any:
+        """A copy of ``value`` (JSON-like: dicts, lists, strings...) with its strings redacted."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list | tuple):
+            return [self.redact_document(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: self.redact_document(v) for k, v in value.items()}
+        return value
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
@@ -74,6 +103,40 @@ class SecretRedactor(logging.Filter):
         if isinstance(value, list | tuple):
             return [self._redact_value(v) for v in value]
         return value
+
+
+def secret_forms(value: str) -> frozenset[str]:
+    """``value`` and the ways a server may spell it inside other text (see the module doc).
+
+    Forms shorter than ``MIN_SECRET_LENGTH`` (base64: ``MIN_ENCODED_LENGTH``) are left out.
+    """
+    raw = value.encode("utf-8", "surrogatepass")
+    texts = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        repr(raw)[2:-1],
+        urllib.parse.quote(value),
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value),
+    }
+    encoded: set[str] = set()
+    for shift in range(3):
+        # The value after ``shift`` bytes (mod 3) of anything: the characters that only
+        # depend on the value run from ceil(8 * shift / 6) to floor(8 * (shift + n) / 6).
+        text = base64.b64encode(b"\0" * shift + raw).decode()
+        core = text[(8 * shift + 5) // 6 : 8 * (shift + len(raw)) // 6]
+        whole = {text, text.rstrip("=")} if shift == 0 else set()
+        for form in {core, *whole}:
+            encoded |= {form, form.translate(_URLSAFE)}
+    return frozenset(
+        {f for f in texts if len(f) >= MIN_SECRET_LENGTH}
+        | {f for f in encoded if len(f) >= MIN_ENCODED_LENGTH}
+    )
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 class FleetFormatter(logging.Formatter):

@@ -568,12 +568,11 @@ def _docker_logs(container_id: str, *, follow: bool, tail: int, secrets: tuple[s
     from docker.errors import DockerException
 
     from mcp_fleet.errors import RuntimeFailure
-    from mcp_fleet.logsetup import MASK
+    from mcp_fleet.logsetup import SecretRedactor
 
-    def masked(line: str) -> str:
-        for value in secrets:
-            line = line.replace(value, MASK)
-        return line
+    redactor = SecretRedactor()
+    redactor.set_secrets(secrets)  # escaped forms too (JSON, repr, URL, base64)
+    masked = redactor.redact
 
     pending = ""  # masked a line at a time: a value split across two chunks is still found
     try:

@@ -19,8 +19,10 @@ It can front the router two ways, with the same behaviour:
 Routes: ``/healthz`` and ``/readyz`` answer without checks (probes come from
 kubelets and load balancers, with other Host headers and no token);
 everything else passes the gate, then ``/``, ``/api/status`` and
-``/static/*`` go to the status pages, ``/metrics`` to Prometheus
-(``public_metrics=True`` exempts it from auth, for in-cluster scrapers), and
+``/static/*`` go to the status pages, ``/metrics`` to Prometheus (for an
+identity that may use every server only, ``gate.FULL_ACCESS_PATHS``: its
+series name every server and tool; ``public_metrics=True`` exempts it from
+auth, for in-cluster scrapers), and
 the rest (``/mcp``, ``/sse``, ``/messages``) to the router, which gets the
 caller's ``Identity`` and calls ``gateway.guard`` for each forwarded call.
 """

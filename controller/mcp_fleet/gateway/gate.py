@@ -25,6 +25,13 @@ Checks, in order: DNS-rebinding (``rebinding``), then the credential: an
 redirect to ``/`` that sets the cookie, so the token leaves the address bar
 at once); the sign-in cookie, for ``GET``/``HEAD`` of the read-only pages
 only (``/``, ``/api/status``, ``/metrics``): never for MCP calls.
+
+``/metrics`` (``FULL_ACCESS_PATHS``) is for an identity that may use every
+server (allow-list ``*``; the anonymous one while no authentication is
+configured): its series name every server and tool, its process and
+reconcile figures are the whole fleet's. A restricted token gets 403 there,
+and its own servers' figures on ``/api/status``. ``public_metrics`` (an
+in-cluster scraper) makes it public instead, a choice of the operator.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
 #: Exact paths, not a prefix: ``/static/../mcp`` must not skip authentication.
 ASSET_PATHS: Final = frozenset({"/static/status.css", "/static/status.js"})
 COOKIE_PATHS: Final = frozenset({"/", "/api/status", "/metrics"})
+#: Paths only an identity that may use every server may read (see the module doc).
+FULL_ACCESS_PATHS: Final = frozenset({"/metrics"})
 LOGIN_PATH: Final = "/login"
 #: Bytes of a sign-in form read at most.
 MAX_FORM_BYTES: Final = 64 * 1024
@@ -100,6 +109,7 @@ class RequestGate:
         public_paths: frozenset[str] = PUBLIC_PATHS,
         asset_paths: frozenset[str] = ASSET_PATHS,
         cookie_paths: frozenset[str] = COOKIE_PATHS,
+        full_access_paths: frozenset[str] = FULL_ACCESS_PATHS,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.auth = auth
@@ -107,6 +117,7 @@ class RequestGate:
         self.public_paths = public_paths
         self.asset_paths = asset_paths
         self.cookie_paths = cookie_paths
+        self.full_access_paths = full_access_paths - public_paths
         self.on_reject = on_reject
 
     def reject(self, reason: str) -> None:
@@ -126,6 +137,24 @@ class RequestGate:
         form: bytes | None = None,
     ) -> Verdict | Awaitable[Identity | Answer]:
         """Decide about one request; ``form`` is the body of a ``POST /login``."""
+        verdict = self._check(method, path, query, headers, server=server, scheme=scheme, form=form)
+        if path not in self.full_access_paths or verdict is None or isinstance(verdict, Answer):
+            return verdict
+        if isinstance(verdict, Identity):
+            return self._full_access(verdict, path)
+        return self._full_access_later(verdict, path)
+
+    def _check(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        *,
+        server: tuple[str, int] | None,
+        scheme: str,
+        form: bytes | None,
+    ) -> Verdict | Awaitable[Identity | Answer]:
         if path in self.public_paths:
             return None
         refused = self.hosts.check(
@@ -172,6 +201,22 @@ class RequestGate:
         return self._unauthorized(
             "this gateway needs 'Authorization: Bearer <token>'", invalid=False
         )
+
+    def _full_access(self, identity: Identity, path: str) -> Identity | Answer:
+        """``identity`` if it may use every server, else 403 (``FULL_ACCESS_PATHS``)."""
+        if identity.allow.everything:
+            return identity
+        self.reject("forbidden")
+        description = (
+            f"{identity.label} may not read {path}: it needs a token that may use every server"
+        )
+        return Answer(403, [_JSON, *_NO_STORE], json_error("forbidden", description))
+
+    async def _full_access_later(
+        self, pending: Awaitable[Identity | Answer], path: str
+    ) -> Identity | Answer:
+        verdict = await pending
+        return verdict if isinstance(verdict, Answer) else self._full_access(verdict, path)
 
     # -- credentials -------------------------------------------------------------------
 

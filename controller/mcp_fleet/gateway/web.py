@@ -20,8 +20,18 @@ keys are used, all optional::
 ``/api/status`` answers that dict with, per server, the last minute's
 ``calls_per_minute``, ``errors_per_minute``, ``calls_total``,
 ``errors_total`` and ``in_flight`` from ``FleetMetrics``, a ``totals``
-object, ``generated_at`` and the viewer's ``identity``. A viewer whose
-allow-list names only some servers sees only those.
+object, ``generated_at`` and the viewer's ``identity``.
+
+What a viewer may see: every string of the answer goes through the
+process's secret redactor (``logsetup.redactor``), as the status file and
+the logs do, whoever asks (a controller's in-memory status is not masked
+yet: an error may quote a value pasted into registry.yaml). A viewer whose
+allow-list names only some servers (not ``*``) sees only those: their rows,
+the file errors and warnings about them (others are counted in one line),
+the ``pending`` lines naming them, which runtimes have errors but not the
+errors; never ``home`` nor ``controller_pid``, which say where the fleet
+lives and which process runs it. ``/metrics`` is only for a viewer that may
+use every server (``gate.FULL_ACCESS_PATHS``).
 
 ``GET /`` is a static page (HTML, CSS and JS shipped as package data in
 ``mcp_fleet/web/``, read once at start, no external assets) whose script
@@ -37,6 +47,7 @@ from __future__ import annotations
 import html
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
@@ -47,6 +58,7 @@ import orjson
 from mcp_fleet.gateway.gate import Answer
 from mcp_fleet.gateway.identity import Identity, identity_from_scope
 from mcp_fleet.gateway.metrics import FleetMetrics
+from mcp_fleet.logsetup import redactor
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,10 @@ _METRIC_KEYS: Final = (
 PATHS: Final = frozenset(
     {"/", "/api/status", "/healthz", "/readyz", "/static/status.css", "/static/status.js"}
 )
+#: Keys of the status only a viewer that may use every server gets.
+FULL_ACCESS_KEYS: Final = ("home", "controller_pid")
+#: The server a ``pending`` line acts on (``create      server:NAME ...``, ``server:NAME/ID``).
+_PENDING_SERVER: Final = re.compile(r"\bserver:([A-Za-z0-9][A-Za-z0-9_.-]*)")
 
 
 def _asset(name: str) -> bytes:
@@ -130,7 +146,10 @@ class StatusPages:
         }
         doc["generated_at"] = time.time()
         doc["identity"] = identity.label if identity is not None else None
-        return doc
+        if identity is not None and not identity.allow.everything:
+            _restrict(doc, identity)
+        redacted: dict[str, Any] = redactor().redact_document(doc)
+        return redacted
 
     async def ready(self) -> bool:
         try:
@@ -182,3 +201,53 @@ class StatusPages:
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
         )
         await send({"type": "http.response.body", "body": answer.body})
+
+
+def _restrict(doc: dict[str, Any], identity: Identity) -> None:
+    """Cut ``doc`` down to what a viewer allowed only some servers may see (module doc)."""
+    for key in FULL_ACCESS_KEYS:
+        doc.pop(key, None)
+    for key in ("file_errors", "warnings"):
+        if key in doc:
+            doc[key] = _visible_diagnostics(doc[key], identity, key)
+    errors = doc.get("runtime_errors")
+    if isinstance(errors, Mapping):
+        doc["runtime_errors"] = {
+            str(runtime): "unavailable (the error is shown to a token that may use every server)"
+            for runtime in errors
+        }
+    pending = doc.get("pending")
+    if isinstance(pending, list | tuple):
+        doc["pending"] = [line for line in pending if _pending_seen(line, identity)]
+
+
+def _visible_diagnostics(items: Any, identity: Identity, key: str) -> list[Any]:
+    """The diagnostics about servers ``identity`` sees (file name only, not its path), then
+    one line counting the others."""
+    kept: list[Any] = []
+    hidden = 0
+    for item in items if isinstance(items, list | tuple) else ():
+        server = item.get("server") if isinstance(item, Mapping) else None
+        if not isinstance(server, str) or not identity.sees(server):
+            hidden += 1
+            continue
+        diagnostic = dict(item)
+        if isinstance(diagnostic.get("file"), str):
+            diagnostic["file"] = diagnostic["file"].replace("\\", "/").rsplit("/", 1)[-1]
+        kept.append(diagnostic)
+    if hidden:
+        what = "error" if key == "file_errors" else "warning"
+        text = (
+            f"{hidden} other {what}{'s' if hidden > 1 else ''} in the fleet files "
+            "(shown to a token that may use every server)"
+        )
+        kept.append(
+            {"severity": what, "file": None, "line": None, "field": None, "server": None,
+             "message": text, "text": text}
+        )  # fmt: skip
+    return kept
+
+
+def _pending_seen(line: Any, identity: Identity) -> bool:
+    found = _PENDING_SERVER.search(line) if isinstance(line, str) else None
+    return found is not None and identity.sees(found.group(1))

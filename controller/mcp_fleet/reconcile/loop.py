@@ -54,7 +54,11 @@ Why it is built this way:
   nothing is touched.
 - **One controller per fleet.** An exclusive lock on
   ``.state/controller.lock`` (released by the kernel even on SIGKILL), so
-  two controllers never start two copies of a server.
+  two controllers never start two copies of a server. Taking it makes
+  ``.state`` private first (0700, its files 0600: ``private_files``).
+- **Secrets masked everywhere.** The log redactor is fed every value of
+  secrets.env and of the servers' secrets at each load, a failed one too,
+  so a value pasted into another file is masked in the error quoting it.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
 from mcp_fleet.errors import Diagnostic, FleetConfigError, RuntimeFailure, Severity
 from mcp_fleet.logsetup import log_event, redactor
 from mcp_fleet.model import DesiredState, FleetFiles, RuntimeKind, ServerSpec, frozen_map
+from mcp_fleet.private_files import FILE_MODE, make_private
 from mcp_fleet.reconcile.actions import Plan, Replace
 from mcp_fleet.reconcile.backoff import BackoffPolicy
 from mcp_fleet.reconcile.executor import Executor
@@ -105,6 +110,8 @@ LANDING_BATCH_SECONDS = 0.025
 #: At most this long (or the server's call timeout, if longer) a replaced server's old
 #: instance keeps running after the new one is published, while routers drain it.
 DEFAULT_RELEASE_TIMEOUT_SECONDS = 30.0
+#: A secrets.env larger than this is not read for masking (the loader refuses it anyway).
+_SECRETS_MASK_READ_LIMIT = 1024 * 1024
 
 
 def default_loader(files: FleetFiles) -> DesiredState:
@@ -377,22 +384,34 @@ class Controller:
         try:
             desired = await asyncio.to_thread(self.loader, self.files)
         except FleetConfigError as exc:
+            await self._mask_secrets(self._desired)
             self._set_file_errors(exc.diagnostics)
             return self._desired
         except Exception as exc:  # a loader bug must not tear the fleet down either
+            await self._mask_secrets(self._desired)
             log.exception("loading the fleet files failed")
             self._set_file_errors((Diagnostic(f"cannot load the fleet: {exc}"),))
             return self._desired
         if self._file_errors:
             log_event(log, logging.INFO, "fleet files valid again", home=str(self.files.home))
         self._file_errors = ()
+        await self._mask_secrets(desired)
         if desired is not self._desired:
-            redactor().set_secrets(
-                v for spec in desired.servers.values() for v in spec.secret_env.values()
-            )
             self._unsupported = self._unsupported_by_runtimes(desired)
         self._desired = desired
         return desired
+
+    async def _mask_secrets(self, desired: DesiredState | None) -> None:
+        """Feed the redactor every secret value: of ``desired``'s servers and of secrets.env.
+
+        All of secrets.env, not only the values servers use, and on a failed
+        load too: a value pasted into registry.yaml is quoted by the error
+        about it (log, status file, status page) before any load succeeds.
+        """
+        values = set(await asyncio.to_thread(_secrets_file_values, self.files))
+        if desired is not None:
+            values.update(v for spec in desired.servers.values() for v in spec.secret_env.values())
+        redactor().set_secrets(values)
 
     def _unsupported_by_runtimes(self, desired: DesiredState) -> Mapping[str, str]:
         """Ask each enabled server's runtime whether it can run the spec at all.
@@ -691,9 +710,9 @@ class Controller:
     def _acquire_lock(self) -> None:
         if not self.lock or self._lock_file is not None:
             return
+        make_private(self.files.state_dir)  # also what an older version left readable
         path = self.files.state_dir / LOCK_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = path.open("a+")
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE), "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -714,6 +733,19 @@ class Controller:
             with contextlib.suppress(OSError):
                 self._lock_file.close()
             self._lock_file = None
+
+
+def _secrets_file_values(files: FleetFiles) -> list[str]:
+    """The values of secrets.env, to mask them (none when it is missing, huge or broken)."""
+    from mcp_fleet.config.secrets import parse_secrets
+
+    try:
+        if files.secrets.stat().st_size > _SECRETS_MASK_READ_LIMIT:
+            return []
+        text = files.secrets.read_text(encoding="utf-8-sig")
+        return list(parse_secrets(text, files.secrets).values())
+    except (OSError, UnicodeDecodeError, ValueError, FleetConfigError):
+        return []
 
 
 def _call_timeout(spec: ServerSpec) -> float:

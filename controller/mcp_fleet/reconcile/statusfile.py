@@ -5,7 +5,8 @@ atomically (a temporary file in the same directory, fsync, rename), so a
 reader sees either the previous or the new status, never half of one. A
 file is simpler than a socket: it needs no server, survives the controller
 (a stopped controller's last status is still readable, flagged as stale),
-and works for every runtime. Its permissions are 0600, like secrets.env.
+and works for every runtime. Its permissions are 0600, like secrets.env,
+in a ``.state`` directory of mode 0700 (``private_files``).
 
 Format (``version`` 1; keys are only ever added)::
 
@@ -43,12 +44,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from mcp_fleet import conventions
 from mcp_fleet.logsetup import redactor
+from mcp_fleet.private_files import private_dir
 from mcp_fleet.reconcile.snapshot import StatusSnapshot
 
 
@@ -58,8 +59,8 @@ def status_path(state_dir: Path) -> Path:
 
 def write_status(path: Path, snapshot: StatusSnapshot) -> None:
     """Write ``snapshot`` to ``path`` atomically (tmp file, fsync, rename), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = orjson.dumps(_redacted(snapshot.to_json()), option=orjson.OPT_INDENT_2)
+    private_dir(path.parent)
+    data = orjson.dumps(redactor().redact_document(snapshot.to_json()), option=orjson.OPT_INDENT_2)
     fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -97,13 +98,3 @@ def controller_alive(snapshot: StatusSnapshot) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redactor().redact(value)
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    return value

@@ -96,6 +96,7 @@ async def test_rebinding_and_body_limit(served: Served) -> None:
 
 async def test_pages_metrics_and_probes(served: Served, tmp_path: Path) -> None:
     token = token_for(tmp_path, "time")
+    admin, _ = create_token(tmp_path / "tokens.yaml", "admin", allow=AllowList.all())
     served.handler.gateway.guard.begin(None, "s", "time", "convert_time").finish(outcome="ok")  # type: ignore[union-attr]
     async with httpx.AsyncClient(base_url=served.url) as http:
         assert (await http.get("/healthz")).text == "ok"
@@ -108,13 +109,19 @@ async def test_pages_metrics_and_probes(served: Served, tmp_path: Path) -> None:
         cookie = exchange.headers["set-cookie"].split(";")[0]
         status = await http.get("/api/status", headers={"cookie": cookie})
         page = await http.get("/", headers={"cookie": cookie})
-        metrics = await http.get("/metrics", headers=bearer(token))
+        restricted_metrics = await http.get("/metrics", headers=bearer(token))
+        cookie_metrics = await http.get("/metrics", headers={"cookie": cookie})
+        metrics = await http.get("/metrics", headers=bearer(admin))
         call = await http.post("/mcp", content=INIT, headers={"cookie": cookie})
     doc: dict[str, Any] = status.json()
     assert [s["name"] for s in doc["servers"]] == ["time"] and doc["servers"][0][
         "calls_per_minute"
     ] == 1
     assert page.status_code == 200 and "content-security-policy" in page.headers
+    assert restricted_metrics.status_code == 403 and cookie_metrics.status_code == 403, (
+        "/metrics names every server: only for a token that may use them all"
+    )
+    assert "may use every server" in restricted_metrics.json()["message"]
     assert metrics.status_code == 200
     assert (
         'mcp_fleet_calls_total{outcome="ok",server="time",tool="convert_time"} 1.0' in metrics.text

@@ -1,14 +1,17 @@
-"""/api/status, /readyz and the page's headers, from a StatusProvider."""
+"""/api/status, /readyz and the page's headers from a StatusProvider; who sees what, /metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gateway_support import STATUS, bearer, client, private_metrics
 from mcp_fleet.gateway.app import GatewaySettings, build_gateway_app
 from mcp_fleet.gateway.identity import AllowList
 from mcp_fleet.gateway.tokens import create_token
+from mcp_fleet.logsetup import redactor
 
 
 async def inner(scope: Any, receive: Any, send: Any) -> None:
@@ -95,3 +98,106 @@ async def test_page_is_self_contained_with_a_strict_policy(tmp_path: Path) -> No
     )
     assert "innerHTML" not in script.text, "server data is inserted as text only"
     assert css.status_code == 200 and "http" not in css.text
+
+
+# -- what a viewer may see ----------------------------------------------------------------
+
+PASTED = "pasted-secret-" + "9f3a7c1e5b2d"
+FLEET_STATUS: dict[str, Any] = {
+    **STATUS,
+    "home": "/home/me/.mcp-fleet",
+    "controller_pid": 4242,
+    "file_errors": [
+        {"severity": "error", "file": "/home/me/.mcp-fleet/registry.yaml", "line": 3,
+         "field": "enabled", "server": "github", "message": f'expected a boolean, got "{PASTED}"',
+         "text": f'registry.yaml:3: enabled: expected a boolean, got "{PASTED}"'},
+        {"severity": "error", "file": "/home/me/.mcp-fleet/registry.yaml", "line": 9,
+         "field": "env", "server": "time", "message": "expected a mapping",
+         "text": "registry.yaml:9: env: expected a mapping"},
+        {"severity": "error", "file": "/home/me/.mcp-fleet/config.yaml", "line": 1,
+         "field": None, "server": None, "message": "not YAML", "text": "config.yaml:1: not YAML"},
+    ],
+    "warnings": [{"severity": "warning", "server": "github", "text": "github: deprecated key"}],
+    "runtime_errors": {"docker": "cannot reach /var/run/docker.sock for github"},
+    "pending": [
+        "create      server:github                            (enabled) runtime=docker",
+        "remove      server:time/pid:12:34                    (stale)",
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture
+def masking() -> Iterator[None]:
+    redactor().set_secrets([PASTED])
+    try:
+        yield
+    finally:
+        redactor().set_secrets([])
+
+
+async def test_secret_values_are_masked_for_everyone(tmp_path: Path, masking: None) -> None:
+    """An in-memory status (``mcp-fleet up``) is not masked yet: the page masks it."""
+    admin, _ = create_token(tmp_path / "tokens.yaml", "admin", allow=AllowList.all())
+    async with client(gateway(tmp_path, lambda: FLEET_STATUS)) as http:
+        response = await http.get("/api/status", headers=bearer(admin))
+    assert response.status_code == 200
+    assert PASTED not in response.text
+    doc = response.json()
+    assert doc["file_errors"][0]["message"] == 'expected a boolean, got "***"'
+    assert doc["home"] == "/home/me/.mcp-fleet" and doc["controller_pid"] == 4242
+    assert doc["runtime_errors"] == FLEET_STATUS["runtime_errors"]
+    assert len(doc["pending"]) == 2 and len(doc["file_errors"]) == 3
+
+
+async def test_a_restricted_viewer_sees_only_its_servers_problems(
+    tmp_path: Path, masking: None
+) -> None:
+    token, _ = create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
+    async with client(gateway(tmp_path, lambda: FLEET_STATUS)) as http:
+        response = await http.get("/api/status", headers=bearer(token))
+    doc = response.json()
+    assert response.status_code == 200 and PASTED not in response.text
+    assert "github" not in response.text, "nothing about a server it may not see"
+    assert "home" not in doc and "controller_pid" not in doc
+    assert "/home/me" not in response.text
+    assert [s["name"] for s in doc["servers"]] == ["time"]
+    assert [d["text"] for d in doc["file_errors"]] == [
+        "registry.yaml:9: env: expected a mapping",
+        "2 other errors in the fleet files (shown to a token that may use every server)",
+    ]
+    assert doc["file_errors"][0]["file"] == "registry.yaml"
+    assert [d["text"] for d in doc["warnings"]] == [
+        "1 other warning in the fleet files (shown to a token that may use every server)"
+    ]
+    assert list(doc["runtime_errors"]) == ["docker"]
+    assert "sock" not in doc["runtime_errors"]["docker"]
+    assert doc["pending"] == [FLEET_STATUS["pending"][1]]
+    assert doc["identity"] == "token:t"
+
+
+async def test_metrics_need_a_token_that_may_use_every_server(tmp_path: Path) -> None:
+    restricted, _ = create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
+    admin, _ = create_token(tmp_path / "tokens.yaml", "admin", allow=AllowList.all())
+    app = gateway(tmp_path, lambda: STATUS)
+    app.guard.begin(None, "s", "github", "create_issue").finish(outcome="ok")
+    async with client(app) as http:
+        refused = await http.get("/metrics", headers=bearer(restricted))
+        allowed = await http.get("/metrics", headers=bearer(admin))
+        anonymous = await http.get("/metrics")
+    assert refused.status_code == 403 and "github" not in refused.text
+    assert refused.json()["error"] == "forbidden"
+    assert "token:t may not read /metrics" in refused.json()["message"]
+    assert allowed.status_code == 200 and 'server="github"' in allowed.text
+    assert anonymous.status_code == 401
+
+
+async def test_public_metrics_stay_public(tmp_path: Path) -> None:
+    create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
+    app = build_gateway_app(
+        inner,
+        settings=GatewaySettings(home=tmp_path, public_metrics=True),
+        status_provider=lambda: STATUS,
+        metrics=private_metrics(),
+    )
+    async with client(app) as http:
+        assert (await http.get("/metrics")).status_code == 200
