@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcp_fleet.config.atomic import atomic_write
+from mcp_fleet.config.yamlsource import read_capped
 from mcp_fleet.errors import Diagnostic, FleetConfigError, Severity
 
 SECRETS_MODE = 0o600
@@ -147,7 +148,7 @@ def load_secrets(path: Path) -> SecretsFile:
             path=path, exists=True, refused=reason, mode=mode, diagnostics=(warning,)
         )
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path)
     except OSError as exc:
         raise FleetConfigError(
             Diagnostic(message=f"cannot read file: {exc.strerror or exc}", file=path)
@@ -204,7 +205,7 @@ def _defines(line: str, name: str) -> bool:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_capped(path).decode("utf-8-sig")
     except FileNotFoundError:
         return []
     except UnicodeDecodeError:

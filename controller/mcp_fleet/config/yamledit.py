@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from mcp_fleet.config.yamlsource import read_capped
 from mcp_fleet.errors import Diagnostic, FleetConfigError
 
 
@@ -73,7 +74,7 @@ class RoundTrip:
     def load(cls, path: Path, *, default: Any = None) -> RoundTrip:
         """Load ``path`` (``default`` when it does not exist or is empty)."""
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_capped(path).decode("utf-8-sig")
         except FileNotFoundError:
             return cls(default if default is not None else CommentedMap())
         return cls.parse(text, path, default=default)

@@ -12,13 +12,21 @@ Everything that can go wrong with bytes on disk (not UTF-8, not YAML, several
 documents, duplicate keys, recursive aliases, absurd nesting, alias bombs) is
 turned into one ``FleetConfigError`` with a line, never another exception:
 the loaders are fuzzed with random bytes and must only ever raise that.
+
+A fleet file larger than ``max_file_bytes()`` (8 MiB, or
+``MCP_FLEET_MAX_FILE_BYTES``) is refused before it is parsed: parsing costs
+several hundred times a file's size in memory (a 400 MB scalar took 3 GB),
+and no catalog comes near the limit. Its size is checked (``fstat``) and at
+most one byte past the limit is read, so a file that grows while it is read,
+or one that is not a regular file, is refused as well.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import yaml
 
@@ -29,6 +37,10 @@ YamlPath: TypeAlias = tuple[Key, ...]
 
 #: More nodes than this (after alias expansion) is refused: a guard against alias bombs.
 MAX_NODES = 200_000
+#: Largest fleet file read (catalogs, registry.yaml, config.yaml, tools.yaml, secrets.env).
+DEFAULT_MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+#: Environment variable that changes ``DEFAULT_MAX_FILE_BYTES`` (a number of bytes).
+ENV_MAX_FILE_BYTES: Final = "MCP_FLEET_MAX_FILE_BYTES"
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -201,10 +213,49 @@ def parse_yaml(raw: bytes | str, path: Path) -> YamlDoc:
         loader.dispose()
 
 
-def read_bytes(path: Path) -> bytes:
-    """The bytes of ``path``; a missing or unreadable file is a ``FleetConfigError``."""
+def max_file_bytes() -> int:
+    """The size limit of a fleet file: ``MCP_FLEET_MAX_FILE_BYTES``, else 8 MiB."""
+    text = os.environ.get(ENV_MAX_FILE_BYTES, "").strip()
     try:
-        return path.read_bytes()
+        value = int(text) if text else DEFAULT_MAX_FILE_BYTES
+    except ValueError:
+        return DEFAULT_MAX_FILE_BYTES
+    return value if value > 0 else DEFAULT_MAX_FILE_BYTES
+
+
+def _too_large(path: Path, size: int | None, limit: int) -> FleetConfigError:
+    if size is None:
+        found = f"more than the limit of {limit} bytes"
+    else:
+        found = f"{size} bytes, the limit is {limit}"
+    return FleetConfigError(
+        Diagnostic(
+            message=f"file too large, not read: {found} ({ENV_MAX_FILE_BYTES} changes it)",
+            file=path,
+        )
+    )
+
+
+def read_capped(path: Path) -> bytes:
+    """The bytes of ``path``, refused (``FleetConfigError``) past ``max_file_bytes()``.
+
+    Other failures are the ``OSError`` of opening or reading it (``FileNotFoundError``...).
+    """
+    limit = max_file_bytes()
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise _too_large(path, size, limit)
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(path, None, limit)
+    return raw
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; a missing, unreadable or too large file is a ``FleetConfigError``."""
+    try:
+        return read_capped(path)
     except FileNotFoundError:
         raise FleetConfigError(Diagnostic(message="file not found", file=path)) from None
     except OSError as exc:

@@ -357,7 +357,7 @@ class BackendSession:
 
     def _dispatch(self, raw: bytes) -> None:
         try:
-            msg = jsonrpc.parse(raw)
+            msg = jsonrpc.parse(raw, max_depth=None)  # forwarded as it came
         except jsonrpc.InvalidMessage as exc:
             self._garbage(f"{exc}: {jsonrpc.describe(raw)}")
             return
@@ -396,7 +396,14 @@ class BackendSession:
                 )
             return
         if p.sink is not None and p.client_id is not None:
-            p.sink.reply(p.client_id, jsonrpc.splice_id(raw, msg, p.client_id))
+            try:
+                answer = jsonrpc.splice_id(raw, msg, p.client_id)
+            except TypeError:  # orjson serialises at most 254 levels of nesting
+                self._garbage(f"response nested too deep to forward: {jsonrpc.describe(raw)}")
+                answer = jsonrpc.dumps(
+                    {"jsonrpc": "2.0", "id": p.client_id, "error": self._invalid_response()}
+                )
+            p.sink.reply(p.client_id, answer)
         elif p.future is not None and not p.future.done():
             if type(res) is dict:
                 p.future.set_result(res)
@@ -426,7 +433,12 @@ class BackendSession:
             if p is not None and p.sink is not None and p.client_id is not None:
                 assert isinstance(params, dict)
                 params["progressToken"] = p.progress_token
-                p.sink.progress(p.client_id, jsonrpc.dumps(msg))
+                try:
+                    data = jsonrpc.dumps(msg)
+                except TypeError:  # nested deeper than orjson serialises: not forwarded
+                    self._garbage("a progress notification nested too deep to forward")
+                    return
+                p.sink.progress(p.client_id, data)
             return
         self._listener.backend_notification(self, method, msg)
 

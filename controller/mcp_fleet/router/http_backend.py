@@ -160,7 +160,7 @@ class StreamableHttpStream(_HttpBase):
             return
         if self.protocol_version is None and b'"protocolVersion"' in data:
             with contextlib.suppress(jsonrpc.InvalidMessage):
-                result = jsonrpc.parse(data).get("result")
+                result = jsonrpc.parse(data, max_depth=None).get("result")
                 if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
                     self.protocol_version = result["protocolVersion"]
         self._inbox.put_nowait(data)

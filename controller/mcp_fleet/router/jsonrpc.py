@@ -44,6 +44,13 @@ REQUEST_CANCELLED: Final = -32800
 HANDSHAKE_PROTOCOL_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_HANDSHAKE_VERSION: Final = HANDSHAKE_PROTOCOL_VERSIONS[-1]
 
+#: Deepest nesting of arrays and objects in a client's message (the message itself is
+#: level 1, ``params`` 2, ``arguments`` 3). Real tools nest arguments a few levels;
+#: orjson cannot serialise more than 254 levels (a forwarded call is serialised again)
+#: and code walking arguments (redaction) recurses, so a deeper message is refused as
+#: it is parsed, with a parse error, before anything else sees it.
+MAX_DEPTH: Final = 128
+
 loads = orjson.loads
 
 
@@ -56,15 +63,56 @@ class InvalidMessage(ValueError):
     """Bytes that are not one JSON-RPC message object."""
 
 
-def parse(data: bytes | bytearray | memoryview | str) -> JsonObject:
-    """Parse one message; raises ``InvalidMessage`` for bad JSON or a non-object."""
+def parse(
+    data: bytes | bytearray | memoryview | str, *, max_depth: int | None = MAX_DEPTH
+) -> JsonObject:
+    """Parse one message; raises ``InvalidMessage`` for bad JSON, a non-object, or
+    arrays and objects nested deeper than ``max_depth`` (None: as deep as orjson reads,
+    for a backend's messages, which are forwarded as they came)."""
     try:
         msg = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if max_depth is not None and "depth limit" in str(exc):
+            raise InvalidMessage(_too_deep(max_depth)) from None
         raise InvalidMessage(f"not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise InvalidMessage(f"expected a JSON object, got {type(msg).__name__}")
+    if max_depth is not None and _deeper_than(data, msg, max_depth):
+        raise InvalidMessage(_too_deep(max_depth))
     return msg
+
+
+def _too_deep(limit: int) -> str:
+    return f"arrays and objects nested deeper than {limit} levels"
+
+
+def _deeper_than(data: bytes | bytearray | memoryview | str, msg: JsonObject, limit: int) -> bool:
+    """Whether ``msg`` (parsed from ``data``) nests containers deeper than ``limit``.
+
+    Fewer opening brackets than the limit cannot nest that deep: the common
+    case costs two counts in C. Otherwise the containers are walked level by
+    level (no recursion), stopping at the limit.
+    """
+    raw = data.tobytes() if isinstance(data, memoryview) else data
+    if isinstance(raw, str):
+        if raw.count("{") + raw.count("[") <= limit:
+            return False
+    elif raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    level: list[Any] = [msg]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) in _CONTAINERS
+        ]
+        if not level:
+            return False
+    return True
+
+
+_CONTAINERS: Final = (dict, list)
 
 
 def valid_id(value: Any) -> TypeGuard[RequestId]:
