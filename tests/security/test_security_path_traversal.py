@@ -9,8 +9,12 @@ a ``process:`` command, or an image); a real controller pass
 (``mcp-fleet controller --once --runtime docker``) must mark each Failed
 with a message naming the bad name or volume, start no process and no
 container for them, write no file outside the fleet's ``.state``, while a
-good server beside them runs. ``server enable`` and ``logs`` refuse such
-names at the command line too (exit 2), without touching any file.
+good server beside them runs. The process runtime mounts nothing, yet the
+same volumes on ``process:`` entries are refused the same way (a real
+``controller --once`` with the default runtime; no Docker needed): an entry
+never starts on one runtime with what the other refuses. ``server enable``
+and ``logs`` refuse such names at the command line too (exit 2), without
+touching any file.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from mcp_fleet.cli.main import app
 from testbed_images import SERVERS_IMAGE
 from typer.testing import CliRunner, Result
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.timeout(90)]
 
 BAD_NAMES = ("../x", "../../../x", "a/b", "..", "x/../../y", "/abs", "-dash", "dot.", "a" * 64)
 BAD_VOLUMES = {
@@ -57,6 +61,7 @@ def cli(home: Path, fleet: str, *args: str, name: str | None = None) -> Result:
     return CliRunner().invoke(app, [*args, "--dir", str(home), *tail], env=env)
 
 
+@pytest.mark.docker
 def test_bad_names_and_volumes_fail_alone_and_start_nothing(
     tmp_path: Path, docker_client: docker.DockerClient, testbed_images: tuple[str, ...]
 ) -> None:
@@ -102,6 +107,54 @@ def test_bad_names_and_volumes_fail_alone_and_start_nothing(
     assert {p.name for p in (state / "logs").iterdir()} == {"good.log"}, "a bad server ran"
 
 
+def started_marker(tmp_path: Path, name: str) -> list[str]:
+    """A ``process:`` command that leaves ``ran-<name>`` in ``tmp_path``, then serves echo."""
+    ran = str(tmp_path / f"ran-{name}")
+    code = (
+        f"import pathlib, runpy, sys; pathlib.Path({ran!r}).touch(); "
+        f"sys.argv = [{str(ECHO)!r}]; runpy.run_path({str(ECHO)!r}, run_name='__main__')"
+    )
+    return [PY, "-c", code]
+
+
+def test_bad_volumes_of_process_entries_fail_alone_and_start_nothing(tmp_path: Path) -> None:
+    fleet = f"traversal-{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "fleet"
+    (home / "catalogs").mkdir(parents=True)
+    registry: dict[str, Any] = {
+        name: {"process": {"command": started_marker(tmp_path, name)}, "volumes": [volume]}
+        for name, volume in BAD_VOLUMES.items()
+    }
+    registry["good"] = {
+        "process": {"command": started_marker(tmp_path, "good")},
+        "volumes": ["/tmp:/data:ro"],  # a volume that stays in place is no reason to refuse
+    }
+    (home / "catalogs" / "test.yaml").write_text(
+        yaml.safe_dump({"version": "2", "registry": registry})
+    )
+    enabled: dict[str, Any] = {"registry": {name: {} for name in registry}}
+    (home / "registry.yaml").write_text(yaml.safe_dump(enabled))
+    outside = files_under(tmp_path)
+
+    once = cli(home, fleet, "controller", "--once", "--json")
+    assert once.exit_code == 1, once.output
+    servers = {s["name"]: s for s in json.loads(once.stdout)["servers"]}
+    assert servers["good"]["state"] == "Ready", servers["good"]
+    for name, volume in BAD_VOLUMES.items():
+        st = servers[name]
+        assert (st["state"], st["reason"]) == ("Failed", "InvalidSpec"), st
+        assert "volumes" in st["message"] and volume.split(":")[0] in st["message"], st
+        assert st["instance"] is None
+
+    assert sorted(p.name for p in tmp_path.glob("ran-*")) == ["ran-good"], "a bad server ran"
+    state = home / ".state"
+    created = set(files_under(tmp_path)) - set(outside) - {"ran-good"}
+    strays = [p for p in created if not (tmp_path / p).resolve().is_relative_to(state)]
+    assert strays == [], f"files written outside .state: {strays}"
+    assert {p.name for p in (state / "logs").iterdir()} == {"good.log"}
+
+
+@pytest.mark.docker
 def test_the_command_line_refuses_such_names_too(tmp_path: Path) -> None:
     home = tmp_path / "fleet"
     (home / "catalogs").mkdir(parents=True)

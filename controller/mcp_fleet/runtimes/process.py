@@ -254,7 +254,7 @@ class ProcessRuntime:
     def unsupported_reason(self, spec: ServerSpec) -> str | None:
         if spec.entry is None or spec.entry.process is None or not spec.entry.process.command:
             return "the catalog entry has no `process.command`"
-        return None
+        return _volume_problem(spec)
 
     def environment(self, spec: ServerSpec) -> dict[str, str]:
         """Minimal inherited env, then secrets, templated env and ``process.env`` on top."""
@@ -484,6 +484,24 @@ async def _drain(reader: asyncio.StreamReader | None) -> None:
     with contextlib.suppress(Exception):
         while await reader.read(1 << 20):
             pass
+
+
+def _volume_problem(spec: ServerSpec) -> str | None:
+    """A volume of the entry that would reach outside its place (``../../etc:/x``...).
+
+    A local process mounts nothing, but an entry whose volumes the docker
+    runtime refuses is refused here too, with the same reason: the same
+    catalog entry never runs on one runtime and fails on the other.
+    """
+    from mcp_fleet.runtimes.docker_spec import InvalidContainerSpec, parse_volume
+
+    assert spec.entry is not None
+    for volume in spec.entry.volumes:
+        try:
+            parse_volume(volume, server=spec.name)
+        except InvalidContainerSpec as exc:
+            return str(exc)
+    return None
 
 
 def _resolve_cwd(home: Path, cwd: str) -> Path:
