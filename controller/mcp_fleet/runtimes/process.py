@@ -51,6 +51,7 @@ from mcp_fleet.endpoints import Endpoint, StreamEndpoint
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.logsetup import log_event, redactor
 from mcp_fleet.model import RuntimeKind, ServerSpec
+from mcp_fleet.private_files import open_private, private_dir, write_private
 from mcp_fleet.probe import initialize
 from mcp_fleet.runtimes.base import Instance, ObservedState, RuntimeEvent
 from mcp_fleet.transport import MAX_MESSAGE_BYTES, MessageStream, NewlineStream
@@ -183,7 +184,7 @@ class _Child:
         when the server starts: a chatty long-lived server cannot fill the disk.
         """
         assert self.proc.stderr is not None
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.logfile.parent)
         out = self._open_log()
         pending = b""
         skipping = False  # inside an over-long line whose head was already kept
@@ -209,7 +210,7 @@ class _Child:
     def _open_log(self) -> Any:
         if self.logfile.exists() and self.logfile.stat().st_size > LOG_MAX_BYTES:
             self.logfile.replace(self.logfile.with_suffix(".log.1"))
-        return self.logfile.open("ab")
+        return open_private(self.logfile)
 
     def _emit(self, lines: list[bytes], out: Any) -> Any:
         for raw in lines:
@@ -318,7 +319,7 @@ class ProcessRuntime:
         return instance
 
     def _write_pidfile(self, path: Path, instance: Instance, pid: int, ticks: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         record = {
             "pid": pid,
             "start_time": ticks,
@@ -328,7 +329,7 @@ class ProcessRuntime:
             "started_at": instance.started_at,
         }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
+        write_private(tmp, json.dumps(record))
         tmp.replace(path)
 
     async def _wait(self, child: _Child) -> None:
