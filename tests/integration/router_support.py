@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from support import until
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVERS = ROOT / "tests" / "servers"
@@ -111,18 +113,30 @@ class ClientRunner:
                 await self._task
 
 
-def router_params(servers: dict[str, list[str]], *extra: str) -> StdioServerParameters:
+def router_params(
+    servers: dict[str, list[str]], *extra: str, stdin_copy: Path | None = None
+) -> StdioServerParameters:
+    """``python -m mcp_fleet.router --server ...``; with ``stdin_copy``, everything the
+    router reads on stdin is also written to that file (``tee``), in order."""
     args = ["-m", "mcp_fleet.router"]
     for name, argv in servers.items():
         args += ["--server", f"{name}=" + " ".join(argv)]
-    return StdioServerParameters(command=PY, args=[*args, *extra], cwd=str(ROOT))
+    args += extra
+    if stdin_copy is not None:
+        script = f"tee {shlex.quote(str(stdin_copy))} | exec {shlex.join([PY, *args])}"
+        return StdioServerParameters(command="sh", args=["-c", script], cwd=str(ROOT))
+    return StdioServerParameters(command=PY, args=args, cwd=str(ROOT))
 
 
 @contextlib.asynccontextmanager
 async def stdio_client_to_router(
-    servers: dict[str, list[str]], *extra: str, recorder: Recorder | None = None
+    servers: dict[str, list[str]],
+    *extra: str,
+    recorder: Recorder | None = None,
+    stdin_copy: Path | None = None,
 ) -> AsyncIterator[tuple[ClientSession, Recorder]]:
-    runner = ClientRunner(lambda: stdio_client(router_params(servers, *extra)), recorder)
+    params = router_params(servers, *extra, stdin_copy=stdin_copy)
+    runner = ClientRunner(lambda: stdio_client(params), recorder)
     try:
         session = await runner.session()
         yield session, runner.recorder
@@ -143,11 +157,7 @@ async def http_client(
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
+    await until(predicate, within=timeout, every=0.02, what="condition")
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -168,8 +178,14 @@ async def tool_names(session: ClientSession) -> set[str]:
 
 async def until_tools(session: ClientSession, wanted: set[str], timeout: float = 45.0) -> None:
     """Wait until the router lists every tool of ``wanted`` (backends attach as they come up)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not wanted <= await tool_names(session):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"tools never listed: {sorted(wanted - await tool_names(session))}")
-        await asyncio.sleep(0.1)
+    listed: set[str] = set()
+
+    async def all_listed() -> bool:
+        nonlocal listed
+        listed = await tool_names(session)
+        return wanted <= listed
+
+    await until(
+        all_listed, within=timeout, every=0.1,
+        what="tools listed", context=lambda: f"missing: {sorted(wanted - listed)}",
+    )  # fmt: skip

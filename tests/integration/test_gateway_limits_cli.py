@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +23,14 @@ import httpx
 import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from router_support import ECHO, PY, ROOT, ClientRunner, text_of
+from prometheus_client.parser import text_string_to_metric_families
+from router_support import ECHO, PY, ROOT, ClientRunner, text_of, until_tools
+from support import free_port, until, until_sync
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 LAUNCH = "from mcp_fleet.cli.main import app\napp()\n"
 LIMITED = -32029
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_fleet(home: Path) -> None:
@@ -60,15 +54,14 @@ def up(tmp: Path, *limits: str) -> Iterator[str]:
     with err.open("wb") as stderr:
         proc = subprocess.Popen([PY, "-c", LAUNCH, *args], cwd=ROOT, stderr=stderr)
     try:
-        deadline = time.monotonic() + 40
-        while True:
+
+        def ready() -> bool:
             assert proc.poll() is None, err.read_text()
             with contextlib.suppress(httpx.HTTPError):
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "mcp-fleet up never became ready"
-            time.sleep(0.1)
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            return False
+
+        until_sync(ready, within=40, every=0.1, what="mcp-fleet up ready")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
@@ -84,10 +77,8 @@ async def client(url: str) -> AsyncIterator[Any]:
     runner = ClientRunner(lambda: streamable_http_client(url))
     try:
         session = await runner.session()
-        for _ in range(200):  # the echo server attaches shortly after the controller's pass
-            if "sleep" in {t.name for t in (await session.list_tools()).tools}:
-                break
-            await asyncio.sleep(0.1)
+        # The echo server attaches shortly after the controller's pass.
+        await until_tools(session, {"echo", "sleep"})
         yield session
     finally:
         await runner.aclose()
@@ -100,20 +91,35 @@ async def outcome(call: Any) -> str | MCPError:
         return exc
 
 
+async def calls_in_flight(url: str, server: str) -> float:
+    """``mcp_fleet_calls_in_flight{server}`` on ``up``'s ``/metrics``."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(url.replace("/mcp", "/metrics"))).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mcp_fleet_calls_in_flight" and sample.labels.get("server") == server
+    )
+
+
 async def test_max_calls_per_identity_refuses_a_second_concurrent_call(tmp_path: Path) -> None:
     with up(tmp_path, "--max-calls-per-identity", "1") as url:
         async with client(url) as session:
-            slow = asyncio.create_task(outcome(session.call_tool("sleep", {"seconds": 1.5})))
-            await asyncio.sleep(0.3)  # the slow call is in flight
-            started = time.monotonic()
+            slow = asyncio.create_task(outcome(session.call_tool("sleep", {"seconds": 5})))
+
+            async def admitted() -> bool:  # the slow call holds the identity's only slot
+                return await calls_in_flight(url, "echo") == 1
+
+            await until(admitted, what="the slow call in flight")
             second = await outcome(session.call_tool("echo", {"text": "me too"}))
-            assert time.monotonic() - started < 1.0  # refused at once, not queued
+            assert not slow.done()  # refused while the slow call runs: not queued behind it
             assert isinstance(second, MCPError), second
             assert second.code == LIMITED
             assert "limit 1 per identity" in second.message
             assert second.data["status"] == 429
             assert second.data["limit"] == "identity-concurrency"
-            assert await slow == "slept 1.5"
+            assert await slow == "slept 5.0"
             # The slot is free again once the slow call has been answered.
             assert text_of(await session.call_tool("echo", {"text": "now"})) == "now"
 

@@ -22,11 +22,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,10 @@ from typing import Any
 import docker
 import httpx
 import pytest
+import support
 from mcp_fleet.conventions import LABEL_FLEET, LABEL_SERVER, fleet_name
 from router_support import http_client, text_of, tool_names
+from support import free_port, until_sync
 from testbed_images import SERVERS_IMAGE
 
 pytestmark = [
@@ -47,12 +47,6 @@ pytestmark = [
 PY = sys.executable
 IDLE = 3.0
 TOOLS = {"echo", "add", "sleep"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Fleet:
@@ -88,14 +82,15 @@ class Fleet:
             log=self.router_log,
         )  # fmt: skip
         base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             assert self.router.poll() is None, self.logs()
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    return f"{base}/mcp"
-            time.sleep(0.1)
-        raise AssertionError(f"the router never answered\n{self.logs()}")
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            return False
+
+        until_sync(healthy, within=40, every=0.1, what="the router answered", context=self.logs)
+        return f"{base}/mcp"
 
     def stop(self) -> None:
         for proc in (self.router, self.controller):
@@ -158,11 +153,7 @@ def fleet(
 
 
 async def until(check: Callable[[], Any], fleet: Fleet, *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {within:g} s: {what}\n{fleet.logs()}")
-        await asyncio.sleep(0.1)
+    await support.until(check, within=within, what=what, every=0.1, context=fleet.logs)
 
 
 def cold(f: Fleet) -> bool:

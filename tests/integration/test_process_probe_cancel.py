@@ -5,8 +5,9 @@ changed, and stops the process next. A probe that failed (no answer, the
 stream closed) waits briefly for the exit code and the last stderr lines, so
 the failure can name them; a cancelled one has nothing to report and must
 not hold up the stop. Checked with a real process that never answers
-``initialize`` (``tests/servers/handshake_server.py``), and, for contrast,
-with the same probe timing out, which still waits for a dying server's
+``initialize`` (as ``tests/servers/handshake_server.py``, and saying on
+stderr when the request arrived, so the cancel comes mid-probe), and, for
+contrast, with a probe that fails, which still waits for a dying server's
 last words.
 """
 
@@ -22,9 +23,17 @@ import pytest
 from mcp_fleet.model import CatalogEntry, ProcessSpec, ServerSpec
 from mcp_fleet.probe import ProbeError
 from mcp_fleet.runtimes.process import ProcessRuntime, read_stat
+from support import until
 
 REPO = Path(__file__).resolve().parents[2]
 HANDSHAKE = REPO / "tests" / "servers" / "handshake_server.py"
+#: Like the handshake server without an answer, and says on stderr when ``initialize`` came.
+SILENT = (
+    "import sys\n"
+    "for line in sys.stdin:\n"
+    "    if '\"initialize\"' in line:\n"
+    "        print('initialize received', file=sys.stderr, flush=True)\n"
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,10 +61,14 @@ def alive(instance_id: str) -> bool:
 async def test_a_cancelled_probe_returns_at_once_and_the_stop_follows_quickly(
     runtime: ProcessRuntime,
 ) -> None:
-    inst = await runtime.start(hanging("slow"))
+    inst = await runtime.start(hanging("slow", sys.executable, "-c", SILENT))
     probe = asyncio.create_task(runtime.probe(inst, timeout=20.0))
-    await asyncio.sleep(0.3)  # the initialize request is out; no answer comes
-    assert not probe.done()
+
+    async def initialize_received() -> bool:
+        return "initialize received" in await runtime.logs(inst)
+
+    await until(initialize_received, within=15, what="the server read initialize")
+    assert not probe.done()  # the probe waits for an answer that never comes
 
     began = time.monotonic()
     probe.cancel()

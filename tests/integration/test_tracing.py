@@ -20,10 +20,8 @@ import contextlib
 import gzip
 import json
 import os
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from router_support import PY, ROOT, ClientRunner, text_of
+from support import free_port, until_sync
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -129,12 +128,6 @@ def attrs(values: Any) -> dict[str, Any]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_fleet(home: Path) -> None:
     (home / "catalogs").mkdir(parents=True)
     server = home / "meta_server.py"
@@ -168,14 +161,14 @@ def traced_up(tmp: Path, collector: Collector) -> Iterator[tuple[str, subprocess
             cwd=ROOT, env=env, stderr=stderr,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 40
-        while True:
+
+        def ready() -> bool:
             assert proc.poll() is None, err.read_text()
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "mcp-fleet up never became ready"
-            time.sleep(0.1)
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            return False
+
+        until_sync(ready, within=40, every=0.1, what="mcp-fleet up ready")
         yield f"http://127.0.0.1:{port}/mcp", proc
     finally:
         if proc.poll() is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import support
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, StreamEndpoint
 from mcp_fleet.model import CatalogEntry, Lifecycle, ServerSpec, frozen_map
 from mcp_fleet.router import jsonrpc
@@ -182,9 +183,7 @@ async def running(
 
 
 async def until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await support.until(predicate, within=timeout, every=0.01)
 
 
 def test_catalog_tools_become_mcp_tools_docker_form_included() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+import support
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.model import CatalogEntry, ProcessSpec, ServerSpec, SessionMode
@@ -203,11 +204,7 @@ def count_of(reply: dict[str, Any]) -> int:
 
 
 async def until(check: Any, what: str = "") -> None:
-    for _ in range(400):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not reached: {what}")
+    await support.until(check, within=4.0, every=0.01, what=what)
 
 
 async def test_every_session_counts_on_its_own_instance() -> None:

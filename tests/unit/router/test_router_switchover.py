@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+import support
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, StreamEndpoint
 from mcp_fleet.model import CatalogEntry, ServerSpec
 from mcp_fleet.router import jsonrpc
@@ -167,9 +168,7 @@ def attached(router: Router) -> str | None:
 
 
 async def until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+    await support.until(predicate, within=timeout, every=0.005)
 
 
 async def test_calls_in_flight_drain_on_the_old_instance_and_new_calls_go_to_the_new() -> None:
