@@ -28,7 +28,7 @@ reaches into the router, the router never starts anything (but the
 instances of ``sessions: per-client`` servers, see ``router.session_launcher``):
 both only talk through this table, in one process, so every check-and-mark is atomic on
 the event loop. When they run as two processes (``mcp-fleet controller``
-and ``mcp-fleet router --dir``), ``demand_ipc`` carries the same three
+and ``mcp-fleet router --dir``), ``reconcile.demand_ipc`` carries the same three
 questions over a socket: the controller's source is then a
 ``RemoteDemandSource``, whose answers take a round trip (``refresh``
 before planning, ``retire_async`` before a stop). ``mcp-fleet up`` has both:

@@ -28,13 +28,13 @@ import pytest_asyncio
 from mcp import ClientSession, types
 from mcp.shared.message import SessionMessage
 from mcp_fleet import conventions
+from mcp_fleet.docker_attach import open_attach_stream
 from mcp_fleet.endpoints import DockerAttachEndpoint
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.model import CatalogEntry, ServerSpec, frozen_map
 from mcp_fleet.probe import ProbeError
 from mcp_fleet.runtimes.base import Instance, Runtime, RuntimeEvent
 from mcp_fleet.runtimes.docker import DaemonUnreachable, DockerRuntime, ImageUnavailable
-from mcp_fleet.runtimes.docker_attach import open_attach_stream
 from mcp_fleet.status import REASON_IMAGE_UNAVAILABLE
 from mcp_fleet.transport import MessageStream, StreamClosed
 from testbed_images import PYBASE_IMAGE, SERVERS_IMAGE, TIME_IMAGE, server_in_image

@@ -29,7 +29,7 @@ from mcp_fleet.conventions import LABEL_FLEET, LABEL_SERVER, fleet_name
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.model import RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.loop import Controller
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
 from mcp_fleet.runtimes.base import Instance, Runtime
 from mcp_fleet.runtimes.select import build_runtimes

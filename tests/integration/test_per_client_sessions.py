@@ -33,7 +33,8 @@ from mcp import MCPError
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_fleet.conventions import LABEL_FLEET, fleet_name
-from mcp_fleet.router.session_launcher import ENV_MAX_INSTANCES, sessions_fleet
+from mcp_fleet.router.session_launcher import ENV_MAX_INSTANCES
+from mcp_fleet.sources.session_runtimes import sessions_fleet
 from router_support import PY, ROOT, SERVERS, ClientRunner, http_client, text_of, tool_names
 from testbed_images import SERVERS_IMAGE, server_in_image
 

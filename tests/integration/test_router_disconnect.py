@@ -38,10 +38,10 @@ from mcp_fleet.gateway.app import GatewaySettings
 from mcp_fleet.gateway.identity import AllowList
 from mcp_fleet.gateway.metrics import FleetMetrics
 from mcp_fleet.gateway.tokens import create_token, tokens_path
-from mcp_fleet.router.adhoc import AdhocFleet
 from mcp_fleet.router.frontend_http import HttpSession
 from mcp_fleet.router.http_service import HttpService
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.adhoc import AdhocFleet
 from prometheus_client.parser import text_string_to_metric_families
 from router_support import PY, ROOT, SERVERS, ClientRunner, Recorder, wait_for
 

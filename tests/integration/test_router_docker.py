@@ -22,7 +22,7 @@ import pytest_asyncio
 from mcp_fleet import conventions
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable
 from mcp_fleet.model import CatalogEntry, ServerSpec
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
 from mcp_fleet.runtimes.docker import DockerRuntime
 from router_support import http_client, text_of, until_tools

@@ -20,9 +20,9 @@ import pytest
 import pytest_asyncio
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_fleet.router.adhoc import AdhocFleet
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.adhoc import AdhocFleet
 from router_support import (
     ECHO,
     FEATURE,

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 from mcp.shared.exceptions import MCPError
-from mcp_fleet.router.adhoc import AdhocFleet
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.adhoc import AdhocFleet
 from router_support import ECHO, FEATURE, TIME, http_client, text_of, tool_names, until_tools
 
 pytestmark = [

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 from mcp.shared.exceptions import MCPError
 from mcp_fleet.endpoints import EndpointEntry, EndpointTable, HttpEndpoint
-from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.adhoc import AdhocFleet, adhoc_spec
 from router_support import ECHO, http_client, text_of, tool_names, until_tools
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]

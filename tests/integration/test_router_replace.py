@@ -35,10 +35,10 @@ from mcp_fleet.conventions import fleet_name
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.model import RuntimeKind
 from mcp_fleet.reconcile.loop import Controller
-from mcp_fleet.router.adhoc import AdhocFleet
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
 from mcp_fleet.runtimes.select import build_runtimes
+from mcp_fleet.sources.adhoc import AdhocFleet
 from router_support import ECHO, PY, TIME, Recorder, http_client, text_of, wait_for
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 from mcp import StdioServerParameters, stdio_client
-from mcp_fleet.router.adhoc import AdhocFleet
 from mcp_fleet.router.frontend_stdio import serve_stream
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.adhoc import AdhocFleet
 from mcp_fleet.transport import MAX_MESSAGE_BYTES, NewlineStream
 from router_support import ECHO, PY, ROOT, TIME, ClientRunner, text_of, tool_names
 from test_router_up import write_fleet

@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port, log_of, start_bridge, stop, wait_ready
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_fleet.operator.bridge import BridgeOptions, serve
+from mcp_fleet.bridge.serve import BridgeOptions, serve
 from mcp_fleet.operator.k8s_plan import fifo_script
 
 pytestmark = pytest.mark.timeout(60)

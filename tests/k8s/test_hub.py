@@ -19,7 +19,7 @@ import anyio
 import orjson
 import pytest
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
-from mcp_fleet.operator.bridge_hub import Backend, Hub
+from mcp_fleet.bridge.hub import Backend, Hub
 from mcp_fleet.transport import StreamClosed
 from mcp_types import jsonrpc_message_adapter
 

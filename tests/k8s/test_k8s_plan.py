@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp_fleet.errors import FleetConfigError
+from mcp_fleet.kube.spec import parse_duration, parse_host_rule, parse_spec
 from mcp_fleet.operator import k8s_plan
 from mcp_fleet.operator.k8s_diff import diff_children
 from mcp_fleet.operator.k8s_plan import (
@@ -27,7 +28,6 @@ from mcp_fleet.operator.k8s_plan import (
     merge_overrides,
     plan_children,
 )
-from mcp_fleet.operator.spec import parse_duration, parse_host_rule, parse_spec
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 OPTIONS = PlanOptions(bridge_image="mcp-fleet:0.1.0", fleet_namespace="mcp-fleet")

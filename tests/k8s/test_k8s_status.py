@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mcp_fleet.kube.spec import parse_spec
 from mcp_fleet.operator.k8s_plan import ChildPlan, PlanOptions, ServerRef, plan_children
 from mcp_fleet.operator.k8s_status import (
     ProbeResult,
@@ -13,7 +14,6 @@ from mcp_fleet.operator.k8s_status import (
     diagnose_pods,
     status_changed,
 )
-from mcp_fleet.operator.spec import parse_spec
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 OK = ProbeResult(

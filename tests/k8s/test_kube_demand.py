@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 from mcp_fleet.endpoints import Activity
-from mcp_fleet.router.kube_demand import (
+from mcp_fleet.sources.kube_demand import (
     KubeDemand,
     RefreshThrottle,
     Target,
@@ -177,7 +177,7 @@ async def test_calls_in_flight_refresh_the_stamp_once_per_interval() -> None:
 async def test_a_failed_write_is_logged_and_retried_while_a_call_waits(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="mcp_fleet.router.kube_demand")
+    caplog.set_level(logging.WARNING, logger="mcp_fleet.sources.kube_demand")
     demand, patcher, clock, usage = make_demand()
     patcher.fail = 2
     demand.want("lazy")  # never raises: the call keeps waiting

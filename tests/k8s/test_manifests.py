@@ -20,8 +20,8 @@ import kubernetes_validate.utils as kv
 import pytest
 import yaml
 from conftest import CHART, CRD_FILE, EXAMPLES, KUBE_VERSION
+from mcp_fleet.kube.spec import MCPServerSpec, parse_spec
 from mcp_fleet.operator.k8s_plan import PlanOptions, ServerRef, plan_children
-from mcp_fleet.operator.spec import MCPServerSpec, parse_spec
 from pydantic import BaseModel
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -40,11 +40,11 @@ from mcp_fleet.operator.k8s_plan import PlanOptions
 from mcp_fleet.operator.main import OperatorOptions, operate
 from mcp_fleet.router.activator import ListCache
 from mcp_fleet.router.attach import connect_endpoint
-from mcp_fleet.router.kube_follow import read_object
-from mcp_fleet.router.kube_router import run_kubernetes
 from mcp_fleet.router.router import Router
 from mcp_fleet.router.serve import serve
 from mcp_fleet.router.table import ServerLists
+from mcp_fleet.sources.kube_follow import read_object
+from mcp_fleet.sources.kube_router import run_kubernetes
 from mcp_fleet.transport import MessageStream
 
 NS = "mcp"

@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 from conftest import CHART, KUBE_VERSION, ROOT
 from mcp_fleet.errors import FleetConfigError
+from mcp_fleet.kube.spec import parse_spec
 from mcp_fleet.operator.handlers import OperatorConfig, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions, plan_children
 from mcp_fleet.operator.main import OperatorOptions, operate
@@ -32,7 +33,6 @@ from mcp_fleet.operator.registry_sync import (
     diff_servers,
     plan_registry,
 )
-from mcp_fleet.operator.spec import parse_spec
 from test_chart import NAMESPACE, by_kind, one, render
 from test_manifests import NOW, OPTIONS, ref, validate_k8s
 from test_operator import (

@@ -34,8 +34,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_fleet.endpoints import EndpointTable
-from mcp_fleet.router.kube_follow import KubeFollower, entry_for, parse_selector
 from mcp_fleet.router.router import Router
+from mcp_fleet.sources.kube_follow import KubeFollower, entry_for, parse_selector
 
 NS = "team"
 MCP = kmock_lib.resource("mcp-fleet.dev", "v1alpha1", "mcpservers")
@@ -198,7 +198,7 @@ def test_entry_for_reads_the_spec_and_the_status() -> None:
 async def test_router_follows_ready_mcpservers_only(
     api: Any, echo_bridge: int, time_bridge: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="mcp_fleet.router.kube_follow")
+    caplog.set_level(logging.WARNING, logger="mcp_fleet.sources.kube_follow")
     await call(api, "POST", MCP_PATH, mcpserver("time", ready_status(time_bridge)))
     await call(api, "POST", MCP_PATH, mcpserver("echo", ready_status(echo_bridge, ready=False)))
     other = mcpserver("other", ready_status(echo_bridge), labels={"team": "b"})

@@ -147,7 +147,7 @@ def bridge(
       mcp-fleet bridge --port 8080 -- mcp-server-time
       mcp-fleet bridge --port 8080 --fifo-dir /mcp-io
     """
-    from mcp_fleet.operator.bridge import options_from_cli, run
+    from mcp_fleet.bridge.serve import options_from_cli, run
 
     options = options_from_cli(
         list(ctx.args),

@@ -253,11 +253,11 @@ def router_command(
     a cluster's MCPServers (--kubernetes)."""
     import asyncio
 
-    from mcp_fleet.router.adhoc import AdhocFleet, adhoc_spec, parse_server_option
-    from mcp_fleet.router.follow import follow_docker_fleet
     from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router
     from mcp_fleet.router.serve import run, serve
+    from mcp_fleet.sources.adhoc import AdhocFleet, adhoc_spec, parse_server_option
+    from mcp_fleet.sources.docker_fleet import follow_docker_fleet
 
     stdio = transport is TransportChoice.STDIO
     gateway_options = gateway
@@ -317,7 +317,7 @@ def router_command(
             return
         assert files is not None
         from mcp_fleet.endpoints import EndpointTable
-        from mcp_fleet.router.demand_client import DemandClient
+        from mcp_fleet.sources.demand_client import DemandClient
 
         table = EndpointTable()
         follower = asyncio.create_task(follow_docker_fleet(files, table))
@@ -363,15 +363,15 @@ def kubernetes_router(
     import asyncio
 
     from mcp_fleet.endpoints import EndpointTable
-    from mcp_fleet.router.kube_follow import parse_selector
-    from mcp_fleet.router.kube_router import (
+    from mcp_fleet.router.router import Router
+    from mcp_fleet.router.serve import run, serve
+    from mcp_fleet.sources.kube_follow import parse_selector
+    from mcp_fleet.sources.kube_router import (
         env_tokens_file,
         resolve_namespaces,
         run_kubernetes,
         session_signer,
     )
-    from mcp_fleet.router.router import Router
-    from mcp_fleet.router.serve import run, serve
 
     stdio = transport is TransportChoice.STDIO
     with contextlib.ExitStack() as stack:
@@ -445,7 +445,7 @@ def client_config_command(
     dir: DirOpt = None,
 ) -> None:
     """Print (or --write) the config entry that points CLIENT at this fleet."""
-    from mcp_fleet.router import client_config as cc
+    from mcp_fleet.cli import client_config as cc
 
     fleet_dir = conventions.fleet_home(dir).expanduser().resolve()
     default_url = f"http://{conventions.DEFAULT_HTTP_HOST}:{conventions.DEFAULT_HTTP_PORT}{conventions.DEFAULT_HTTP_PATH}"

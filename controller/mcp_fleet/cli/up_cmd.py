@@ -128,8 +128,8 @@ def up_command(
     from mcp_fleet.router.http_service import router_status
     from mcp_fleet.router.router import Router, RouterEvent
     from mcp_fleet.router.serve import run, serve
-    from mcp_fleet.router.session_launcher import session_launcher
     from mcp_fleet.runtimes.select import build_runtimes
+    from mcp_fleet.sources.session_runtimes import session_launcher
 
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():

@@ -1,16 +1,17 @@
-"""The Kubernetes side of mcp-fleet: the MCPServer operator and the stdio bridge.
+"""The MCPServer operator: custom resources in, Deployments, Services and status out.
 
 Layers, from pure to I/O (planning imports no Kubernetes client):
 
-- ``spec``: the MCPServer ``spec`` as a typed, validated model (errors name the field).
+- ``mcp_fleet.kube.spec``: the MCPServer ``spec`` as a typed, validated model (shared
+  with the cluster's router).
 - ``k8s_plan``: spec -> desired child manifests (Deployment or StatefulSet, Services,
   NetworkPolicy); ``k8s_diff``: the actions that turn observed children into them.
 - ``k8s_status``: observations + probe result -> ``status`` (conditions with the
   vocabulary of ``mcp_fleet.status``).
 - ``readiness``: a real MCP ``initialize`` over HTTP against a server's Service.
-- ``kube``: the few Kubernetes API calls the operator makes (kubernetes_asyncio).
+- ``mcp_fleet.kube.client``: the few Kubernetes API calls it makes (kubernetes_asyncio).
 - ``handlers``: kopf wiring, the work queue and the reconcile pass.
 - ``registry_sync``: a registry ConfigMap's data -> the MCPServers it asks for (pure);
   ``registry_watch``: follows that one ConfigMap and applies the difference.
-- ``main``: ``mcp-fleet operator``; ``bridge``: ``mcp-fleet bridge``.
+- ``main``: ``mcp-fleet operator``. (The stdio bridge its pods run is ``mcp_fleet.bridge``.)
 """

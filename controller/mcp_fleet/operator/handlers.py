@@ -44,6 +44,8 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from mcp_fleet import conventions as c
 from mcp_fleet.errors import FleetConfigError
+from mcp_fleet.kube.client import ApiError, KubeApi, KubeConfigError, load_configuration
+from mcp_fleet.kube.spec import parse_spec
 from mcp_fleet.operator.k8s_diff import ChildAction, diff_children, is_controlled_by
 from mcp_fleet.operator.k8s_plan import (
     ChildPlan,
@@ -61,9 +63,7 @@ from mcp_fleet.operator.k8s_status import (
     diagnose_pods,
     status_changed,
 )
-from mcp_fleet.operator.kube import ApiError, KubeApi, KubeConfigError, load_configuration
 from mcp_fleet.operator.readiness import Probe, UrlResolver, cluster_url, mcp_probe
-from mcp_fleet.operator.spec import parse_spec
 
 log = logging.getLogger("mcp_fleet.operator")
 

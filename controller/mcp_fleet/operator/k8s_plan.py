@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from mcp_fleet import conventions as c
-from mcp_fleet.operator.spec import MCPServerSpec, Transport
+from mcp_fleet.kube.spec import MCPServerSpec, Transport
 
 Manifest = dict[str, Any]
 

@@ -29,9 +29,9 @@ import kopf
 
 from mcp_fleet import __version__
 from mcp_fleet import conventions as c
+from mcp_fleet.kube.client import own_namespace
 from mcp_fleet.operator.handlers import OperatorConfig, Reconciler, build_registry, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions
-from mcp_fleet.operator.kube import own_namespace
 from mcp_fleet.operator.registry_watch import RegistryOptions, RegistrySync, add_handlers
 
 log = logging.getLogger("mcp_fleet.operator")

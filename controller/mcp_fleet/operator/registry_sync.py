@@ -57,9 +57,9 @@ from typing import Any, Final, Literal
 from mcp_fleet import conventions as c
 from mcp_fleet.config import load_fleet, resolve_files
 from mcp_fleet.errors import Diagnostic, FleetConfigError, Severity
+from mcp_fleet.kube.spec import parse_spec
 from mcp_fleet.model import CatalogEntry, Lifecycle, ServerSpec, ServerType, SessionMode
 from mcp_fleet.operator.k8s_plan import Manifest, canonical_hash
-from mcp_fleet.operator.spec import parse_spec
 from mcp_fleet.runtimes.docker_spec import NETWORK_KEY, InvalidContainerSpec, parse_memory
 
 CATALOG_KEY_SUFFIXES: Final = (".catalog.yaml", ".catalog.yml")

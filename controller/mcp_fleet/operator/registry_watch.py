@@ -47,7 +47,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from mcp_fleet import conventions as c
 from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.operator.kube import KubeApi, load_configuration
+from mcp_fleet.kube.client import KubeApi, load_configuration
 from mcp_fleet.operator.registry_sync import (
     GROUP_VERSION,
     RegistrySource,

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from mcp_fleet import demand_ipc
-from mcp_fleet.demand_ipc import (
+from mcp_fleet.endpoints import Activity, Demand, merge_activity
+from mcp_fleet.logsetup import log_event
+from mcp_fleet.reconcile import demand_ipc
+from mcp_fleet.reconcile.demand_ipc import (
     ActivityQuery,
     DemandProtocolError,
     Hello,
@@ -56,8 +58,6 @@ from mcp_fleet.demand_ipc import (
     RetireQuery,
     Want,
 )
-from mcp_fleet.endpoints import Activity, Demand, merge_activity
-from mcp_fleet.logsetup import log_event
 
 log = logging.getLogger("mcp_fleet.controller.demand")
 

@@ -83,7 +83,7 @@ async def connect_endpoint(endpoint: Endpoint) -> MessageStream:
     if isinstance(endpoint, DockerAttachEndpoint):
         import docker
 
-        from mcp_fleet.runtimes.docker_attach import open_attach_stream
+        from mcp_fleet.docker_attach import open_attach_stream
 
         api = await asyncio.to_thread(lambda: docker.from_env().api)
         return await open_attach_stream(api, endpoint.container_id)

@@ -41,7 +41,7 @@ carries an error, which is then parsed to tell which.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import orjson
 
@@ -52,8 +52,18 @@ from mcp_fleet.router.table import Kind, RoutingTable
 
 if TYPE_CHECKING:
     from mcp_fleet.gateway.guard import CallGuard, CallTicket
-    from mcp_fleet.router.router import Router
+    from mcp_fleet.router.backend import BackendSession
     from mcp_fleet.router.session import ClientChannel
+
+
+class PolicyHost(Protocol):
+    """What the policy reads of the router: where names go, and who is attached."""
+
+    @property
+    def table(self) -> RoutingTable: ...
+
+    def backends(self) -> list[BackendSession]: ...
+
 
 #: Methods that are calls: audited, counted, limited.
 _CALLS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
@@ -151,7 +161,7 @@ class CallPolicy:
     def __init__(
         self,
         guard: CallGuard,
-        router: Router,
+        router: PolicyHost,
         *,
         session_id: str | None,
         identity: Identity | None = None,

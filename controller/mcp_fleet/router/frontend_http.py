@@ -57,7 +57,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
 from mcp_fleet import conventions
@@ -553,11 +553,3 @@ def _too_many(frontend: HttpFrontend, identity: Identity) -> str:
         f"too many open sessions for {identity.label} "
         f"({frontend.max_sessions_per_identity}, all busy): end one with DELETE first"
     )
-
-
-async def serve_http(router: Router, **options: Any) -> None:
-    """Serve ``router`` over HTTP behind the gateway until cancelled (``http_service.serve_http``,
-    importable from here too)."""
-    from mcp_fleet.router.http_service import serve_http as serve
-
-    await serve(router, **options)

@@ -573,6 +573,20 @@ class Router(ClientHub):
         att = self._attached.get(server)
         return att.backend if att is not None else None
 
+    def backend_for(self, session: RouterSession, server: str) -> BackendSession | None:
+        """Where a call of ``session`` for ``server`` goes now: the shared backend, or the
+        session's own running instance of a per-client server (None: neither runs)."""
+        att = self._attached.get(server)
+        if att is not None and att.backend is not None:
+            return att.backend
+        if server in self.per_client:
+            return self.per_client.ready(session, server)
+        return None
+
+    def starts_on_call(self, server: str) -> bool:
+        """Is ``server`` started by a call (a cold on-demand server, or a per-client one)?"""
+        return server in self.activator or server in self.per_client
+
     # -- on-demand servers (``ActivatorHost``) -------------------------------------
 
     def reattach(self, server: str) -> None:

@@ -53,11 +53,10 @@ from mcp_fleet.router.jsonrpc import (
     JsonObject,
     RequestId,
 )
-from mcp_fleet.router.table import Kind
+from mcp_fleet.router.table import Kind, RoutingTable
 
 if TYPE_CHECKING:
     from mcp_fleet.gateway.identity import Identity
-    from mcp_fleet.router.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,57 @@ class ClientChannel(Protocol):
         """
 
 
+class SessionHost(Protocol):
+    """What a client session needs of the router: the narrow interface between them.
+
+    ``Router`` provides it; a session never reaches further into the router,
+    so the two can change apart (and a test can host sessions on a stub).
+    """
+
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table as of now (swapped whole on every change)."""
+
+    @property
+    def settled(self) -> asyncio.Event:
+        """Set once the start-up fleet has attached (or the settle time ran out)."""
+
+    @property
+    def page_size(self) -> int:
+        """Items per page of the aggregated lists."""
+
+    def initialize_result(self, protocol_version: str) -> JsonObject:
+        """The router's answer to ``initialize``."""
+
+    def backend_for(self, session: RouterSession, server: str) -> BackendSession | None:
+        """The backend a call of ``session`` for ``server`` goes to now, if one runs."""
+
+    def starts_on_call(self, server: str) -> bool:
+        """Does a call start ``server`` (on-demand or per-client)? Then the call waits."""
+
+    async def wait_backend(self, session: RouterSession, server: str) -> BackendSession:
+        """The backend once ``server`` runs for ``session`` (bounded; BackendError)."""
+
+    def may_attach_soon(self) -> bool:
+        """May a name nobody offers yet still appear (start-up, a server attaching)?"""
+
+    async def wait_routable(self, known: Callable[[], bool]) -> None:
+        """Wait, bounded, until ``known()`` or nothing more can attach."""
+
+    async def wait_settled(self, *, timeout: float | None = None) -> None:
+        """Wait, bounded, for ``settled``."""
+
+    async def subscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject: ...
+
+    async def unsubscribe(self, session: RouterSession, server: str, uri: str) -> JsonObject: ...
+
+    async def set_log_level(self, session: RouterSession, level: str) -> JsonObject: ...
+
+    def roots_changed(self, session: RouterSession) -> None: ...
+
+    def session_closed(self, session: RouterSession) -> None: ...
+
+
 class CallAdmission(Protocol):
     """Decides, at the moment a call is forwarded, whether it may be (the gateway's policy)."""
 
@@ -106,7 +156,9 @@ class CallAdmission(Protocol):
 class RouterSession:
     """The router as one client sees it."""
 
-    def __init__(self, router: Router, channel: ClientChannel, *, session_id: str = "") -> None:
+    def __init__(
+        self, router: SessionHost, channel: ClientChannel, *, session_id: str = ""
+    ) -> None:
         self.router = router
         self.channel = channel
         self.session_id = session_id
@@ -282,15 +334,9 @@ class RouterSession:
     # -- requests forwarded to a backend --------------------------------------------
 
     def _forward(self, server: str, mid: RequestId, msg: JsonObject) -> None:
-        backend = self.router.backend(server)
+        backend = self.router.backend_for(self, server)
         if backend is None:
-            per_client = self.router.per_client
-            if server in per_client:  # ``sessions: per-client``: this session's own instance
-                backend = per_client.ready(self, server)
-                if backend is not None:
-                    self._forward_to(backend, mid, msg)
-                    return
-            if server in self.router.activator or server in per_client:
+            if self.router.starts_on_call(server):
                 self._forward_when_started(server, mid, msg)
                 return
             self._error(

@@ -46,6 +46,7 @@ import docker.errors
 import requests.exceptions
 
 from mcp_fleet import conventions
+from mcp_fleet.docker_attach import DockerAttachStream, open_attach_stream
 from mcp_fleet.endpoints import DockerAttachEndpoint, Endpoint, StreamEndpoint
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.logsetup import redactor
@@ -53,7 +54,6 @@ from mcp_fleet.model import RuntimeKind, ServerSpec
 from mcp_fleet.probe import ProbeError, initialize
 from mcp_fleet.runtimes import docker_spec
 from mcp_fleet.runtimes.base import Instance, ObservedState, RuntimeEvent
-from mcp_fleet.runtimes.docker_attach import DockerAttachStream, open_attach_stream
 from mcp_fleet.status import REASON_IMAGE_UNAVAILABLE, REASON_RUNTIME_ERROR
 from mcp_fleet.transport import MessageStream
 

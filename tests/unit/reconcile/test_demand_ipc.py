@@ -22,14 +22,14 @@ from pathlib import Path
 import orjson
 import pytest
 import pytest_asyncio
-from mcp_fleet import demand_ipc
-from mcp_fleet.demand_ipc import ActivityQuery, DemandProtocolError, Hello, Reply, Want
 from mcp_fleet.endpoints import Activity, Demand, EndpointTable, merge_activity
 from mcp_fleet.model import FleetFiles, Lifecycle, RuntimeKind, ServerSpec
+from mcp_fleet.reconcile import demand_ipc
+from mcp_fleet.reconcile.demand_ipc import ActivityQuery, DemandProtocolError, Hello, Reply, Want
 from mcp_fleet.reconcile.demand_server import DemandServer
 from mcp_fleet.reconcile.loop import Controller
-from mcp_fleet.router.demand_client import DemandClient
 from mcp_fleet.runtimes.fake import FakeRuntime
+from mcp_fleet.sources.demand_client import DemandClient
 from mcp_fleet.status import REASON_IDLE, ServerState
 from reconcile_builders import FLEET, desired, spec
 

@@ -7,8 +7,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from mcp_fleet.cli import client_config as cc
 from mcp_fleet.errors import FleetConfigError
-from mcp_fleet.router import client_config as cc
 
 URL = "http://127.0.0.1:8811/mcp"
 

@@ -14,8 +14,8 @@ from mcp_fleet.model import (
     ServerSpec,
     frozen_map,
 )
-from mcp_fleet.router.follow import endpoints_for
 from mcp_fleet.runtimes.base import Instance, ObservedState
+from mcp_fleet.sources.docker_fleet import endpoints_for
 
 HOME = Path("/nonexistent")
 FILES = FleetFiles(HOME, (), HOME / "r", HOME / "c", HOME / "t", HOME / "s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mcp_fleet.config import load_fleet, resolve_files
-from mcp_fleet.router.follow import on_demand_specs
+from mcp_fleet.sources.docker_fleet import on_demand_specs
 
 CATALOG = """\
 version: "2"

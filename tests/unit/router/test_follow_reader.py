@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from mcp_fleet.config import resolve_files
-from mcp_fleet.router import follow
-from mcp_fleet.router.follow import FleetReader
+from mcp_fleet.sources import docker_fleet as follow
+from mcp_fleet.sources.docker_fleet import FleetReader
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from mcp_fleet.endpoints import EndpointTable
-from mcp_fleet.router.frontend_http import serve_http
+from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
 
 pytestmark = pytest.mark.timeout(30)

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 from mcp_fleet.gateway.tokens import TokenVerifier
-from mcp_fleet.router.kube_router import (
+from mcp_fleet.sources.kube_router import (
     KubeRouterError,
     env_tokens_file,
     resolve_namespaces,

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mcp_fleet.errors import RuntimeFailure
-from mcp_fleet.runtimes.docker_attach import (
+from mcp_fleet.docker_attach import (
     DockerAttachStream,
     FrameDecoder,
     _AttachProtocol,
     open_attach_stream,
 )
+from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.transport import StreamClosed
 
 

@@ -185,7 +185,7 @@ class Remote(_Model):
 
 
 class Bridge(_Model):
-    """How a stdio server is served over HTTP in its pod (see ``mcp_fleet.operator.bridge``)."""
+    """How a stdio server is served over HTTP in its pod (see ``mcp_fleet.bridge.serve``)."""
 
     mode: Literal["sidecar", "inline"] = "sidecar"
     image: str | None = None

@@ -31,8 +31,9 @@ from typing import Final
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
-from mcp_fleet import demand_ipc
-from mcp_fleet.demand_ipc import (
+from mcp_fleet.endpoints import Activity, Demand
+from mcp_fleet.reconcile import demand_ipc
+from mcp_fleet.reconcile.demand_ipc import (
     ActivityQuery,
     DemandProtocolError,
     Hello,
@@ -41,7 +42,6 @@ from mcp_fleet.demand_ipc import (
     RetireQuery,
     Want,
 )
-from mcp_fleet.endpoints import Activity, Demand
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ from mcp_fleet.model import (
     ServerType,
     frozen_map,
 )
-from mcp_fleet.router.kube_demand import Target
+from mcp_fleet.sources.kube_demand import Target
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Standby:
 
 
 def _call_timeout(meta: Mapping[str, Any], default: float) -> float:
-    from mcp_fleet.operator.spec import parse_duration
+    from mcp_fleet.kube.spec import parse_duration
 
     raw = (meta.get("annotations") or {}).get(ANNOTATION_CALL_TIMEOUT)
     if raw is None:
@@ -162,7 +162,7 @@ def read_object(
 
     Raises ``BadObject`` for an MCPServer whose spec or status cannot be used.
     """
-    from mcp_fleet.operator.spec import Transport, parse_spec
+    from mcp_fleet.kube.spec import Transport, parse_spec
 
     meta = obj.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace") or ""
@@ -249,7 +249,7 @@ class KubeFollower:
         """Follow until cancelled (one list/watch loop per namespace)."""
         from kubernetes_asyncio.client import ApiClient
 
-        from mcp_fleet.operator.kube import load_configuration
+        from mcp_fleet.kube.client import load_configuration
 
         cfg = await load_configuration()
         async with ApiClient(configuration=cfg) as client:

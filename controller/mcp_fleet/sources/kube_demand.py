@@ -280,7 +280,7 @@ async def _cluster_patcher() -> tuple[Any, AnnotationPatcher]:
     """A patcher writing through the cluster (``KubeApi``), and the client to close."""
     from kubernetes_asyncio.client import ApiClient
 
-    from mcp_fleet.operator.kube import KubeApi, load_configuration
+    from mcp_fleet.kube.client import KubeApi, load_configuration
 
     api = KubeApi(ApiClient(configuration=await load_configuration()), field_manager=FIELD_MANAGER)
 

@@ -47,7 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from mcp_fleet.operator.bridge_hub import Backend, Hub, make_fifos, open_fifos, spawn
+from mcp_fleet.bridge.hub import Backend, Hub, make_fifos, open_fifos, spawn
 from mcp_fleet.probe import ProbeError, initialize
 
 log = logging.getLogger("mcp_fleet.bridge")

@@ -43,9 +43,9 @@ from mcp_fleet.config.atomic import atomic_write
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.model import frozen_map
-from mcp_fleet.router.kube_demand import KubeDemand
-from mcp_fleet.router.kube_follow import KubeFollower
 from mcp_fleet.router.session_token import ENV_SESSION_KEY, SessionSigner
+from mcp_fleet.sources.kube_demand import KubeDemand
+from mcp_fleet.sources.kube_follow import KubeFollower
 
 if TYPE_CHECKING:
     from mcp_fleet.router.router import Router
@@ -68,7 +68,7 @@ def resolve_namespaces(
     namespaces: list[str] | None, *, all_namespaces: bool
 ) -> tuple[str, ...] | None:
     """The namespaces to watch: given, or every one (None), or the pod's own."""
-    from mcp_fleet.operator.kube import own_namespace
+    from mcp_fleet.kube.client import own_namespace
 
     if all_namespaces:
         if namespaces:
@@ -155,7 +155,7 @@ async def run_kubernetes(
     ``cache_dir`` (else ``$MCP_FLEET_ROUTER_CACHE_DIR``, else memory only)
     keeps on-demand servers' lists.
     """
-    from mcp_fleet.operator.kube import KubeConfigError, load_configuration
+    from mcp_fleet.kube.client import KubeConfigError, load_configuration
 
     try:
         await load_configuration()
