@@ -305,20 +305,8 @@ def server_manifest(
 def _spec(
     server: ServerSpec, entry: CatalogEntry, source: RegistrySource, notes: list[tuple[str, str]]
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
     if entry.type is ServerType.REMOTE and entry.remote is not None:
-        if entry.remote.headers:
-            raise SkipServer(
-                "headers for remote servers cannot be given to an MCPServer yet", "remote.headers"
-            )
-        transport = _REMOTE_TRANSPORTS.get(entry.remote.transport_type)
-        if transport is None:
-            raise SkipServer(
-                f"transport_type {entry.remote.transport_type!r} is not one of sse, "
-                "streamable-http",
-                "remote.transport_type",
-            )
-        spec["remote"] = {"url": entry.remote.url, "transport": transport}
+        spec = _remote_spec(entry)
     elif not entry.image:
         raise SkipServer(
             "no image: a process-only server runs with the local controller (mcp-fleet up), "
@@ -326,43 +314,75 @@ def _spec(
             "image",
         )
     else:
-        spec["image"] = entry.image
-        if entry.command:
-            spec["args"] = list(entry.command)  # Docker's catalog command: the entrypoint's args
-        if entry.env:
-            spec["env"] = [
-                {"name": e.name, "value": server.env.get(e.name, e.value)} for e in entry.env
-            ]
-        if entry.secrets:
-            spec["secretRefs"] = _secret_refs(entry, source)
-        if entry.transport != "stdio":
-            spec["transport"] = entry.transport
-        if entry.port is not None:
-            spec["port"] = entry.port
-        limits = _limits(entry)
-        if limits:
-            spec["resources"] = {"limits": limits}
-        network = _network(entry)
-        if network is not None:
-            spec["network"] = network
-        security = _security(entry, notes)
-        if security:
-            spec["securityContext"] = security
-        if entry.sessions is SessionMode.PER_CLIENT:
-            spec["sessions"] = SessionMode.PER_CLIENT.value
-        if entry.lifecycle is Lifecycle.ON_DEMAND:
-            lifecycle: dict[str, Any] = {"mode": Lifecycle.ON_DEMAND.value}
-            if entry.idle_timeout_seconds:
-                lifecycle["idleTimeout"] = max(1, math.ceil(entry.idle_timeout_seconds))
-            spec["lifecycle"] = lifecycle
-        if entry.volumes:
-            notes.append(
-                ("volumes", "volumes are not mounted in a cluster (use kubernetes.podTemplate)")
-            )
+        spec = _image_spec(server, entry, source, notes)
     if server.tools_allow is not None:
         spec["tools"] = list(server.tools_allow)
     if entry.prefix:
         spec["prefix"] = entry.prefix
+    return spec
+
+
+def _remote_spec(entry: CatalogEntry) -> dict[str, Any]:
+    """The spec of a ``type: remote`` entry: its URL and transport (headers cannot go yet)."""
+    assert entry.remote is not None
+    if entry.remote.headers:
+        raise SkipServer(
+            "headers for remote servers cannot be given to an MCPServer yet", "remote.headers"
+        )
+    transport = _REMOTE_TRANSPORTS.get(entry.remote.transport_type)
+    if transport is None:
+        raise SkipServer(
+            f"transport_type {entry.remote.transport_type!r} is not one of sse, streamable-http",
+            "remote.transport_type",
+        )
+    return {"remote": {"url": entry.remote.url, "transport": transport}}
+
+
+def _image_spec(
+    server: ServerSpec, entry: CatalogEntry, source: RegistrySource, notes: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The spec of an image entry: how it runs (image, args, env, secrets, transport, port)
+    and what bounds it (``_bounds``)."""
+    spec: dict[str, Any] = {"image": entry.image}
+    if entry.command:
+        spec["args"] = list(entry.command)  # Docker's catalog command: the entrypoint's args
+    if entry.env:
+        spec["env"] = [
+            {"name": e.name, "value": server.env.get(e.name, e.value)} for e in entry.env
+        ]
+    if entry.secrets:
+        spec["secretRefs"] = _secret_refs(entry, source)
+    if entry.transport != "stdio":
+        spec["transport"] = entry.transport
+    if entry.port is not None:
+        spec["port"] = entry.port
+    spec.update(_bounds(entry, notes))
+    if entry.volumes:
+        notes.append(
+            ("volumes", "volumes are not mounted in a cluster (use kubernetes.podTemplate)")
+        )
+    return spec
+
+
+def _bounds(entry: CatalogEntry, notes: list[tuple[str, str]]) -> dict[str, Any]:
+    """Limits, network, security context, sessions and lifecycle of an image entry."""
+    spec: dict[str, Any] = {}
+    limits = _limits(entry)
+    if limits:
+        spec["resources"] = {"limits": limits}
+    network = _network(entry)
+    if network is not None:
+        spec["network"] = network
+    security = _security(entry, notes)
+    if security:
+        spec["securityContext"] = security
+    if entry.sessions is SessionMode.PER_CLIENT:
+        spec["sessions"] = SessionMode.PER_CLIENT.value
+    if entry.lifecycle is Lifecycle.ON_DEMAND:
+        lifecycle: dict[str, Any] = {"mode": Lifecycle.ON_DEMAND.value}
+        if entry.idle_timeout_seconds:
+            lifecycle["idleTimeout"] = max(1, math.ceil(entry.idle_timeout_seconds))
+        spec["lifecycle"] = lifecycle
     return spec
 
 
