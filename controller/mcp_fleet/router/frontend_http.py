@@ -57,6 +57,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
@@ -224,6 +225,25 @@ def _cancel_abandoned(hs: HttpSession, mid: RequestId) -> None:
         hs.session.handle_message(msg)
 
 
+def _parse_post(body: bytes, responder: Responder) -> JsonObject | None:
+    """The one JSON-RPC message of a POST body; else answers 400 and returns None."""
+    try:
+        msg = jsonrpc.parse(body)
+    except jsonrpc.InvalidMessage as exc:
+        if body.lstrip()[:1] == b"[":
+            _error(responder, 400, jsonrpc.INVALID_REQUEST, "batches are not supported")
+        else:
+            _error(responder, 400, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
+        return None
+    if msg.get("method") is not None and type(msg["method"]) is not str:  # not a 202
+        rid = msg.get("id")
+        err = jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, jsonrpc.INVALID_REQUEST,
+                            "method must be a string")  # fmt: skip
+        responder.respond(400, _JSON, err)
+        return None
+    return msg
+
+
 def _error(send_to: Responder, status: int, code: int, message: str) -> None:
     send_to.respond(status, _JSON, jsonrpc.error(None, code, message))
 
@@ -309,19 +329,8 @@ class HttpFrontend:
     # -- streamable HTTP -------------------------------------------------------------
 
     def _post(self, request: Request, responder: Responder, identity: Identity) -> None:
-        try:
-            msg = jsonrpc.parse(request.body)
-        except jsonrpc.InvalidMessage as exc:
-            if request.body.lstrip()[:1] == b"[":
-                _error(responder, 400, jsonrpc.INVALID_REQUEST, "batches are not supported")
-            else:
-                _error(responder, 400, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
-            return
-        if msg.get("method") is not None and type(msg["method"]) is not str:  # not a 202
-            rid = msg.get("id")
-            err = jsonrpc.error(rid if jsonrpc.valid_id(rid) else None, jsonrpc.INVALID_REQUEST,
-                                "method must be a string")  # fmt: skip
-            responder.respond(400, _JSON, err)
+        msg = _parse_post(request.body, responder)
+        if msg is None:
             return
         headers = request.headers
         mid = msg.get("id")
@@ -331,29 +340,10 @@ class HttpFrontend:
                 return
             hs = self._new_session(identity, params=msg.get("params"))
         else:
-            sid = headers.get("mcp-session-id")
-            if sid is None:
-                _error(responder, 400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
-                return
-            try:
-                found = self.sessions.get(sid) or self._restore(sid, identity)
-            except ForeignSession:
-                _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
-                return
+            found = self._posted_session(headers, identity, responder)
             if found is None:
-                _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
-                return
-            if found.owner != identity.owner:
-                _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
-                return
-            if found.legacy:  # its answers go to its SSE stream: this POST would never end
-                _error(responder, 400, jsonrpc.INVALID_REQUEST, self._legacy_mistake(found))
                 return
             hs = found
-            version = headers.get("mcp-protocol-version")
-            if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-                _error(responder, 400, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}")
-                return
         hs.last_seen = time.monotonic()
         hs.session.identity = identity  # same owner; its grants may have been changed
         policy = hs.policy
@@ -382,6 +372,35 @@ class HttpFrontend:
         if policy is not None and not policy.admit(msg, len(request.body), hs):
             return
         hs.session.handle_message(msg)
+
+    def _posted_session(
+        self, headers: Mapping[str, str], identity: Identity, responder: Responder
+    ) -> HttpSession | None:
+        """The streamable session a POST names, if ``identity`` may use it; else answers
+        400 (no id, a legacy session's id, an unsupported version), 403 or 404."""
+        sid = headers.get("mcp-session-id")
+        if sid is None:
+            _error(responder, 400, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header")
+            return None
+        try:
+            found = self.sessions.get(sid) or self._restore(sid, identity)
+        except ForeignSession:
+            _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
+            return None
+        if found is None:
+            _error(responder, 404, jsonrpc.INVALID_REQUEST, "Session not found")
+            return None
+        if found.owner != identity.owner:
+            _error(responder, 403, jsonrpc.INVALID_REQUEST, _NOT_YOURS)
+            return None
+        if found.legacy:  # its answers go to its SSE stream: this POST would never end
+            _error(responder, 400, jsonrpc.INVALID_REQUEST, self._legacy_mistake(found))
+            return None
+        version = headers.get("mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            _error(responder, 400, jsonrpc.INVALID_REQUEST, f"Unsupported version: {version}")
+            return None
+        return found
 
     def _owned(
         self, sid: str | None, identity: Identity, responder: Responder
