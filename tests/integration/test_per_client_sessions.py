@@ -20,8 +20,7 @@ import contextlib
 import os
 import re
 import signal
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from mcp_fleet.conventions import LABEL_FLEET, fleet_name
 from mcp_fleet.router.session_launcher import ENV_MAX_INSTANCES
 from mcp_fleet.sources.session_runtimes import sessions_fleet
 from router_support import PY, ROOT, SERVERS, ClientRunner, http_client, text_of, tool_names
+from support import free_port, until
 from testbed_images import SERVERS_IMAGE, server_in_image
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -137,14 +137,6 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] not in "ZX"
 
 
-async def until(check: Callable[[], Any], *, within: float = 30.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {within} s: {what}")
-        await asyncio.sleep(0.1)
-
-
 async def counts_apart(a: ClientSession, b: ClientSession) -> tuple[set[str], set[str]]:
     """Interleaved calls of two sessions: each counts 1, 2, 3 on its own instance.
 
@@ -183,8 +175,11 @@ async def test_each_session_gets_its_own_process_stopped_with_the_session(tmp_pa
             assert text_of(await a.call_tool("announce", {"text": "for-a"})) == "for-a"
             logs_a, logs_b = runner_a.recorder.logs, runner_b.recorder.logs
             await until(lambda: any("for-a" in str(m.data) for m in logs_a), what="a's log")
-            await asyncio.sleep(0.3)
+            # b's own log comes after anything of a's sent its way (one stream, in order).
+            assert text_of(await b.call_tool("announce", {"text": "for-b"})) == "for-b"
+            await until(lambda: any("for-b" in str(m.data) for m in logs_b), what="b's log")
             assert not any("for-a" in str(m.data) for m in logs_b)
+            assert not any("for-b" in str(m.data) for m in logs_a)
 
             # The cap (2 here): a third session's first call is refused, naming the limit.
             async with http_client(up.url) as (c, _):
@@ -237,9 +232,7 @@ async def test_kill_9_of_up_leaves_no_per_session_process(tmp_path: Path) -> Non
 async def test_a_remote_per_client_server_gets_an_http_session_per_client(tmp_path: Path) -> None:
     """A ``type: remote`` per-client server: each client session gets an MCP session of its
     own at the server (here ``mcp-fleet bridge --per-session``, one process per session)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     bridge = await asyncio.create_subprocess_exec(
         PY, "-c", LAUNCH, "bridge", "--host", "127.0.0.1", "--port", str(port), "--per-session",
         "--", PY, str(COUNTER), stdout=asyncio.subprocess.DEVNULL,
@@ -254,11 +247,13 @@ async def test_a_remote_per_client_server_gets_an_http_session_per_client(tmp_pa
     (home / "registry.yaml").write_text("registry:\n  counter: {}\n")
     try:
         async with httpx.AsyncClient() as http:
-            for _ in range(300):
+
+            async def ready() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
+                    return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+                return False
+
+            await until(ready, what="the bridge ready", every=0.1)
         async with (
             running_up(home) as up,
             http_client(up.url) as (a, _),

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
@@ -34,6 +36,7 @@ from router_support import (
     until_tools,
     wait_for,
 )
+from support import until
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -46,10 +49,38 @@ PAGE = 50
 READY = {"echo", "get_current_time", "progress"}
 
 
+class Observed(Recorder):
+    """What the client saw, and whether a ``wait`` call of it has reached the router."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait_reached_router: Callable[[], bool] = lambda: False
+
+
+def calls_read(stdin_copy: Path, tool: str) -> int:
+    """How many ``tools/call`` of ``tool`` the router has read (its stdin, as copied)."""
+    count = 0
+    for line in stdin_copy.read_text().splitlines() if stdin_copy.exists() else ():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue  # the line being written
+        params = msg.get("params") or {}
+        count += msg.get("method") == "tools/call" and params.get("name") == tool
+    return count
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["stdio", "http"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ClientSession, Recorder]]:
+async def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[ClientSession, Recorder]]:
+    observed = Observed()
     if request.param == "stdio":
-        async with stdio_client_to_router(SERVERS, "--page-size", str(PAGE)) as pair:
+        stdin_copy = tmp_path_factory.mktemp("router") / "stdin.jsonl"
+        observed.wait_reached_router = lambda: calls_read(stdin_copy, "wait") > 0
+        async with stdio_client_to_router(
+            SERVERS, "--page-size", str(PAGE), recorder=observed, stdin_copy=stdin_copy
+        ) as pair:
             await until_tools(pair[0], READY)
             yield pair
         return
@@ -57,12 +88,18 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ClientSe
         for name, argv in SERVERS.items():
             await fleet.add(name, argv)
         router = Router(fleet.table, page_size=PAGE)
+
+        def forwarded() -> bool:  # the router in this loop has the call in flight
+            backend = router.backend("feature")
+            return backend is not None and backend.pending_count > 0
+
+        observed.wait_reached_router = forwarded
         urls: asyncio.Queue[str] = asyncio.Queue()
         follower = asyncio.create_task(router.run())
         server = asyncio.create_task(serve_http(router, port=0, ready=urls.put_nowait))
         try:
             url = await asyncio.wait_for(urls.get(), 10)
-            async with http_client(url) as pair:
+            async with http_client(url, observed) as pair:
                 await until_tools(pair[0], READY)
                 yield pair
         finally:
@@ -137,17 +174,22 @@ async def stats(session: ClientSession) -> dict[str, Any]:
 
 
 async def test_cancellation_reaches_the_backend(client: Any) -> None:
-    session, _ = client
+    session, recorder = client
     before = (await stats(session))["cancelled"]
     call = asyncio.create_task(session.call_tool("wait", {"seconds": 30}))
-    await asyncio.sleep(0.5)
+    await until(recorder.wait_reached_router, within=15, what="the wait call reached the router")
+    # The router forwards in the order it reads: ``stats`` reaches the feature server after
+    # ``wait``, whose handler therefore runs (sleeping) by the time ``stats`` is answered.
+    await stats(session)
+    assert not call.done()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    for _ in range(100):
-        if (await stats(session))["cancelled"] > before:
-            break
-        await asyncio.sleep(0.05)
+
+    async def counted() -> bool:
+        return bool((await stats(session))["cancelled"] > before)
+
+    await until(counted, within=15, what="the feature server counted the cancel")
     assert (await stats(session))["cancelled"] == before + 1
 
 

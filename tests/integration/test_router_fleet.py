@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
+from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp_fleet.router.http_service import serve_http
 from mcp_fleet.router.router import Router
 from mcp_fleet.sources.adhoc import AdhocFleet
 from router_support import ECHO, FEATURE, TIME, http_client, text_of, tool_names, until_tools
+from support import until
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -84,12 +86,16 @@ async def test_slow_backend_times_out_naming_the_server_and_is_cancelled(fleet: 
         assert (
             text_of(await session.call_tool("alpha__echo", {"text": "still fine"})) == "still fine"
         )
-        for _ in range(50):
-            after = (await session.call_tool("stats", {})).structured_content or {}
-            if after["cancelled"] > before["cancelled"]:
-                break
-            await asyncio.sleep(0.05)
-        assert after["cancelled"] == before["cancelled"] + 1
+
+        async def cancelled() -> int:
+            stats = (await session.call_tool("stats", {})).structured_content or {}
+            return int(stats["cancelled"])
+
+        async def counted() -> bool:
+            return await cancelled() > before["cancelled"]
+
+        await until(counted, what="the feature server counted the cancel")
+        assert await cancelled() == before["cancelled"] + 1
 
 
 async def test_many_concurrent_http_sessions_are_isolated(fleet: Fleet) -> None:
@@ -125,12 +131,11 @@ async def test_a_server_added_while_connected_is_announced_and_callable(fleet: F
         result = await session.call_tool("get_current_time", {"timezone": "UTC"})
         assert (result.structured_content or {})["timezone"] == "UTC"
         await fleet.fleet.remove("time")
-        await asyncio.wait_for(_until_gone(session, "get_current_time"), 15)
+        await until(lambda: _gone(session, "get_current_time"), within=15, what="time gone")
 
 
-async def _until_gone(session: object, name: str) -> None:
-    while name in await tool_names(session):  # type: ignore[arg-type]  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+async def _gone(session: ClientSession, name: str) -> bool:
+    return name not in await tool_names(session)
 
 
 async def test_backend_killed_mid_call_fails_only_its_own_calls(fleet: Fleet) -> None:
@@ -139,14 +144,20 @@ async def test_backend_killed_mid_call_fails_only_its_own_calls(fleet: Fleet) ->
         pid = int(text_of(await session.call_tool("whoami", {})))
         doomed = asyncio.create_task(session.call_tool("progress", {"steps": 1}))
         await doomed
-        doomed = asyncio.create_task(session.call_tool("wait", {"seconds": 1.0}))
-        await asyncio.sleep(0.3)
+        doomed = asyncio.create_task(session.call_tool("wait", {"seconds": 30}))
+        await until(lambda: in_flight(fleet, "victim"), what="the wait call forwarded to victim")
         os.kill(pid, signal.SIGKILL)
         other = await session.call_tool("alpha__echo", {"text": "unaffected"})
         with pytest.raises(MCPError) as err:
             await doomed
-        assert "victim" in str(err.value)
+        # Failed by the kill, not by the call timeout (CALL_TIMEOUT) running out.
+        assert "victim" in str(err.value) and "did not answer" not in str(err.value)
         assert text_of(other) == "unaffected"
         assert text_of(await session.call_tool("beta__echo", {"text": "after"})) == "after"
-        await asyncio.wait_for(_until_gone(session, "wait"), 15)
+        await until(lambda: _gone(session, "wait"), within=15, what="victim's tools gone")
     assert fleet.router.status()["servers"]["victim"]["attached"] is False
+
+
+def in_flight(fleet: Fleet, server: str) -> bool:
+    """The router has forwarded a call to ``server`` and not had its answer yet."""
+    return int(fleet.router.status()["servers"][server]["pending"]) > 0

@@ -40,13 +40,15 @@ from mcp_fleet.router.router import Router
 from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.sources.adhoc import AdhocFleet
 from router_support import ECHO, PY, TIME, Recorder, http_client, text_of, wait_for
+from support import until
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 #: Answers with its generation and pid; from generation 3 on it has one more tool.
+#: ``mark`` logs its text: the router sends it to the client after whatever it sent before.
 BACKEND = """\
 import json, os, time
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 GEN = int(os.environ["REP_GEN"])
 server = MCPServer("rep")
 def me(**extra):
@@ -58,6 +60,10 @@ def echo(text: str) -> str:
 def nap(seconds: float) -> str:
     time.sleep(seconds)
     return me(slept=seconds)
+@server.tool()
+async def mark(text: str, ctx: Context) -> str:
+    await ctx.info(text)
+    return text
 if GEN >= 3:
     @server.tool()
     def extra() -> str:
@@ -130,6 +136,24 @@ def list_changes(recorder: Recorder) -> int:
     return sum(1 for m in recorder.messages if "tools/list_changed" in repr(m))
 
 
+async def notified_so_far(session: Any, recorder: Recorder, text: str) -> int:
+    """The ``list_changed`` count once every notification sent before now has arrived.
+
+    ``mark`` makes the server log ``text``; the router sends that log on the same
+    stream, after anything it sent this client earlier.
+    """
+    assert text_of(await session.call_tool("mark", {"text": text})) == text
+    await until(lambda: any(text in str(m.data) for m in recorder.logs), what=f"log {text!r}")
+    return list_changes(recorder)
+
+
+def busy(router: Router, load: Load, answers: int, naps: int) -> bool:
+    """Calls answered since ``answers`` and ``naps`` were counted, and calls in flight now."""
+    backend = router.backend("rep")
+    in_flight = backend.pending_count if backend is not None else 0
+    return len(load.answers) >= answers + 20 and load.naps > naps and in_flight >= 2
+
+
 @contextlib.asynccontextmanager
 async def fleet_up(home: Path) -> AsyncIterator[tuple[Controller, Router, str]]:
     files = resolve_files(home)
@@ -165,14 +189,15 @@ async def test_three_replacements_under_load_lose_no_call(tmp_path: Path) -> Non
             return entry.endpoint.instance_id if entry is not None else None
 
         await wait_for(lambda: router.backend("rep") is not None, 30)
-        await asyncio.sleep(0.3)
-        at_start = list_changes(recorder)  # the first attach, if the client came earlier
+        at_start = await notified_so_far(session, recorder, "start")  # the first attach's, if any
         load, stop = Load(), asyncio.Event()
         loops = [asyncio.create_task(caller(session, load, stop)) for _ in range(5)]
         loops.append(asyncio.create_task(caller(session, load, stop, slow=True)))
         try:
             for gen in (2, 3, 4):
-                await asyncio.sleep(0.8)  # calls (and a nap) in flight when the edit lands
+                # Calls (and a nap) answered by this generation, and in flight when the edit lands.
+                since = len(load.answers), load.naps
+                await until(lambda s=since: busy(router, load, *s), what=f"load before gen {gen}")  # type: ignore[misc]
                 before = serving()
                 old_pids = set().union(*load.pids.values())
                 load.gen = gen
@@ -187,7 +212,8 @@ async def test_three_replacements_under_load_lose_no_call(tmp_path: Path) -> Non
                 assert not any(alive(pid) for pid in old_pids), old_pids
                 assert not ctl.endpoints.held("rep", str(before))
                 assert new is not None
-            await asyncio.sleep(0.8)
+            since = len(load.answers), load.naps
+            await until(lambda: busy(router, load, *since), what="load on the last generation")
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*loops), 30)
@@ -200,8 +226,8 @@ async def test_three_replacements_under_load_lose_no_call(tmp_path: Path) -> Non
         assert {got for _, got in load.answers} == {1, 2, 3, 4}
         assert all(len(pids) == 1 for pids in load.pids.values()), load.pids
         # One list_changed: generation 3 added a tool; the other switches changed nothing.
-        await asyncio.sleep(0.3)
-        assert list_changes(recorder) - at_start == 1, recorder.messages
+        at_end = await notified_so_far(session, recorder, "end")
+        assert at_end - at_start == 1, recorder.messages
         assert "extra" in router.table.tool_routes
 
 

@@ -137,15 +137,28 @@ async def served(hold: float, servers: dict[str, list[str]]) -> AsyncIterator[Ra
             writer.close()
 
 
-async def test_past_the_hold_a_call_waits_for_its_slow_server() -> None:
-    slow = ["sh", "-c", f"sleep 3; exec {' '.join(TIME)}"]
+def forwarded(received: Path, tool: str) -> list[dict[str, Any]]:
+    """The ``tools/call`` requests for ``tool`` the server read (its stdin, as recorded)."""
+    lines = received.read_text().splitlines() if received.exists() else []
+    calls = [json.loads(line) for line in lines if line.strip()]
+    return [
+        c["params"]
+        for c in calls
+        if c.get("method") == "tools/call" and c.get("params", {}).get("name") == tool
+    ]
+
+
+async def test_past_the_hold_a_call_waits_for_its_slow_server(tmp_path: Path) -> None:
+    # The slow server starts only once the test opens its gate, and records all it reads.
+    gate, received = tmp_path / "gate", tmp_path / "slow.stdin"
+    wait_for_gate = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    slow = ["sh", "-c", f"{wait_for_gate}; tee {received} | {' '.join(TIME)}"]
     async with served(0.5, {"echo": ECHO, "slow": slow}) as client:
         started = time.monotonic()
         client.call(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
                                       "clientInfo": {"name": "t", "version": "1"}})  # fmt: skip
-        await client.answer(1, within=10)
-        held_for = time.monotonic() - started
-        assert 0.4 <= held_for < 2.5  # the hold, not the slow server's start
+        await client.answer(1, within=10)  # the slow server has not even started
+        assert time.monotonic() - started >= 0.4  # the hold
         client.send({"method": "notifications/initialized"})
         client.call(2, "tools/call", {"name": "get_current_time",
                                       "arguments": {"timezone": "UTC"}})  # fmt: skip
@@ -154,14 +167,21 @@ async def test_past_the_hold_a_call_waits_for_its_slow_server() -> None:
         client.send({"method": "notifications/cancelled", "params": {"requestId": 4}})
         client.call(5, "tools/call", {"name": "echo", "arguments": {"text": "fast"}})
 
-        fast = await client.answer(5, within=10)  # not held behind the slow server
+        fast = await client.answer(5, within=30)  # not held behind the slow server
         assert fast["result"]["content"][0]["text"] == "fast"
         assert 2 not in client.answers
 
+        gate.touch()
         timed = await client.answer(2, within=30)
         assert "result" in timed and not timed["result"].get("isError"), timed
         assert "UTC" in timed["result"]["content"][0]["text"]
         unknown = await client.answer(3, within=30)
         assert "Unknown tool: no_such_tool" in unknown["error"]["message"]
-        await asyncio.sleep(0.5)
+        # A call sent now reaches the server after anything released with call 2: once
+        # it is answered, the server has read all it will ever read of call 4.
+        now = {"source_timezone": "UTC", "time": "12:00", "target_timezone": "UTC"}
+        client.call(6, "tools/call", {"name": "convert_time", "arguments": now})
+        converted = await client.answer(6, within=30)
+        assert "result" in converted and not converted["result"].get("isError"), converted
+        assert [p["arguments"] for p in forwarded(received, "convert_time")] == [now]
         assert 4 not in client.answers  # cancelled while held: never answered
