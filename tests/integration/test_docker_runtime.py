@@ -404,12 +404,17 @@ async def test_events_report_a_killed_server_and_stop_is_idempotent(
 
 
 class SocketProxy:
-    """A unix-socket relay in front of dockerd that can be 'restarted' (drops every link)."""
+    """A unix-socket relay in front of dockerd that can be 'restarted' (drops every link).
+
+    ``events_streaming`` is set once dockerd has begun answering an ``/events`` request
+    relayed here: a client's events stream runs through the proxy.
+    """
 
     def __init__(self, path: Path, target: str) -> None:
         self.path, self.target = path, target
         self.server: asyncio.AbstractServer | None = None
         self.links: set[asyncio.StreamWriter] = set()
+        self.events_streaming = asyncio.Event()
 
     async def start(self) -> None:
         self.server = await asyncio.start_unix_server(self._link, path=str(self.path))
@@ -425,15 +430,21 @@ class SocketProxy:
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_unix_connection(self.target)
         self.links |= {writer, up_w}
+        asked_events = False
 
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            nonlocal asked_events
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
                     dst.write(data)
                     await dst.drain()
+                    if up:
+                        asked_events = asked_events or b"/events?" in data
+                    elif asked_events:
+                        self.events_streaming.set()
             dst.close()
 
-        await asyncio.gather(copy(reader, up_w), copy(up_r, writer))
+        await asyncio.gather(copy(reader, up_w, True), copy(up_r, writer, False))
         self.links -= {writer, up_w}
 
 
@@ -447,7 +458,7 @@ async def test_daemon_restart_is_reported_and_unreachable_daemon_fails_clearly(
     try:
         await rt.observe()
         pending = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(0.3)  # the events stream is connected through the proxy
+        await asyncio.wait_for(proxy.events_streaming.wait(), 15)  # dockerd answers /events
         await proxy.stop()
         lost = await asyncio.wait_for(pending, 10)
         assert (lost.server, lost.kind) == (None, "daemon") and lost.detail.startswith("lost")
