@@ -16,9 +16,10 @@ only does it and reports what it sees.
   start fails with ``ImageUnavailable``.
 - **Blocking SDK, async loop.** Every SDK call runs in this runtime's own
   small thread pool, so a slow daemon call never blocks the event loop and
-  never starves the loop's default executor. The events stream has its own
-  thread, reconnects with backoff and reports a synthetic ``daemon`` event
-  when the daemon went away and when it is back, so the controller resyncs.
+  never starves the loop's default executor. The events stream
+  (``docker_events``) has its own thread, reconnects with backoff and
+  reports a synthetic ``daemon`` event when the daemon went away and when
+  it is back, so the controller resyncs.
 - **Failures are ``RuntimeFailure``** with a ``reason`` (``status`` vocabulary)
   and a message fit for ``mcp-fleet status``: an unreachable daemon, a
   missing image, a refused create. Secret values never appear in a message
@@ -54,6 +55,7 @@ from mcp_fleet.model import RuntimeKind, ServerSpec
 from mcp_fleet.probe import ProbeError, initialize
 from mcp_fleet.runtimes import docker_spec
 from mcp_fleet.runtimes.base import Instance, ObservedState, RuntimeEvent
+from mcp_fleet.runtimes.docker_events import DockerEvents
 from mcp_fleet.status import REASON_IMAGE_UNAVAILABLE, REASON_RUNTIME_ERROR
 from mcp_fleet.transport import MessageStream
 
@@ -67,10 +69,7 @@ DEFAULT_STOP_TIMEOUT: Final = 3
 DEFAULT_WORKERS: Final = 16
 #: Timeout of one ordinary API call (not pulls, attaches or the events stream).
 DEFAULT_API_TIMEOUT: Final = 60
-EVENTS_BACKOFF_INITIAL: Final = 0.2
-EVENTS_BACKOFF_MAX: Final = 10.0
 _PULL_LOG_INTERVAL: Final = 2.0
-_EVENT_KINDS: Final = ("start", "die", "destroy")
 _FRACTION_RE = re.compile(r"\.(\d{6})\d*")
 _CONNECTION_ERRORS = (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
 
@@ -136,8 +135,8 @@ class DockerRuntime:
         #: because the daemon's list view lags its events by a moment.
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
-        self._event_streams: set[Any] = set()
         self._closed = threading.Event()
+        self._events = DockerEvents(self._client, fleet, self._closed, self._mark_dirty)
 
     # -- the client ---------------------------------------------------------
 
@@ -426,106 +425,17 @@ class DockerRuntime:
 
     def events(self) -> AsyncIterator[RuntimeEvent]:
         """Our containers' start/die/destroy, plus ``daemon`` when dockerd goes and comes back."""
-        return self._events(since=time.time())  # from now, not from the first ``anext``
+        return self._events.follow()
 
-    async def _events(self, *, since: float) -> AsyncIterator[RuntimeEvent]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
-        stop = threading.Event()
-        current: list[Any] = []
-
-        def emit(event: RuntimeEvent) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        thread = threading.Thread(
-            target=self._pump_events,
-            args=(emit, stop, current, since),
-            name="mcpf-docker-events",
-            daemon=True,
-        )
-        thread.start()
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            stop.set()
-            for stream in current:
-                _close_quietly(stream)
-
-    def _pump_events(
-        self,
-        emit: Callable[[RuntimeEvent], None],
-        stop: threading.Event,
-        current: list[Any],
-        since: float,
-    ) -> None:
-        """Follow the daemon's events stream in this thread, reconnecting with backoff.
-
-        Each connection asks for events ``since`` the call to ``events()`` (then
-        since the last event seen), so nothing between the call and the
-        connection, or between a drop and a reconnect, is missed.
-        """
-        delay = EVENTS_BACKOFF_INITIAL
-        lost = False
-        filters = {
-            "type": ["container"],
-            "label": [f"{conventions.LABEL_FLEET}={self.fleet}"],
-            "event": list(_EVENT_KINDS),
-        }
-        while not (stop.is_set() or self._closed.is_set()):
-            try:
-                stream = self._client().events(filters=filters, decode=True, since=f"{since:.6f}")
-                current[:] = [stream]
-                self._event_streams.add(stream)
-                if lost:
-                    lost = False
-                    log.info("Docker daemon is back")
-                    emit(RuntimeEvent(server=None, kind="daemon", detail="reconnected"))
-                delay = EVENTS_BACKOFF_INITIAL
-                try:
-                    for raw in stream:
-                        since = max(since, float(raw.get("timeNano", 0)) / 1e9)
-                        event = self._to_event(raw)
-                        if event is not None:
-                            emit(event)
-                finally:
-                    self._event_streams.discard(stream)
-                    _close_quietly(stream)
-                if stop.is_set() or self._closed.is_set():
-                    return
-                error: str = "the events stream ended"
-            except Exception as exc:  # the daemon is down or restarting: retry
-                error = str(exc).split("(Caused by", 1)[0].strip() or type(exc).__name__
-            if not lost:
-                lost = True
-                log.warning("lost the Docker daemon (%s): reconnecting", error)
-                emit(RuntimeEvent(server=None, kind="daemon", detail=f"lost: {error}"))
-            if stop.wait(delay):
-                return
-            delay = min(delay * 2, EVENTS_BACKOFF_MAX)
-
-    def _to_event(self, raw: dict[str, Any]) -> RuntimeEvent | None:
-        action = str(raw.get("Action") or raw.get("status") or "")
-        if action not in _EVENT_KINDS:
-            return None
-        actor = raw.get("Actor") or {}
-        attrs = actor.get("Attributes") or {}
-        if attrs.get(conventions.LABEL_FLEET) != self.fleet:
-            return None
-        cid = str(actor.get("ID") or raw.get("id") or "")
+    def _mark_dirty(self, container_id: str) -> None:
+        """An event was seen for the container: the next ``observe`` inspects it afresh."""
         with self._dirty_lock:
-            self._dirty.add(cid)
-        detail = f"container {cid[:12]}"
-        if action == "die":
-            detail += f" exited with code {attrs.get('exitCode', '?')}"
-        return RuntimeEvent(server=attrs.get(conventions.LABEL_SERVER), kind=action, detail=detail)
+            self._dirty.add(container_id)
 
     async def aclose(self) -> None:
         """Stop following events and release the client; running containers are left alone."""
         self._closed.set()
-        for stream in list(self._event_streams):
-            _close_quietly(stream)
+        self._events.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._api_lock:
             api, self._api = self._api, None
@@ -586,8 +496,3 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
-
-
-def _close_quietly(stream: Any) -> None:
-    with contextlib.suppress(Exception):
-        stream.close()
