@@ -1,9 +1,10 @@
-"""The status page in a real browser: served by uvicorn, rendered by headless Chromium.
+"""The status page in a real browser: served as in production, rendered by headless Chromium.
 
-The gateway runs on 127.0.0.1 (a free port) with a token configured, so the
-browser goes through the real sign-in path: ``/?token=...`` answers 303 with
-the session cookie, ``/`` loads, and the page's own script fetches
-``api/status`` with that cookie and renders it. Two checks: ``--dump-dom``
+The gateway runs as the router serves it (``callback.GatewayHandler`` in
+front of the router's own HTTP server) on 127.0.0.1 (a free port) with a
+token configured, so the browser goes through the real sign-in path:
+``/?token=...`` answers 303 with the session cookie, ``/`` loads, and the
+page's own script fetches ``api/status`` with that cookie and renders it. Two checks: ``--dump-dom``
 must show the server names (only the script can have put them there: the
 HTML holds no data), and ``--screenshot`` must be a real render: a PNG that
 decodes, with many colours, including the green of a Ready badge and the
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from mcp_fleet.gateway.app import GatewaySettings, build_gateway_app
-from mcp_fleet.gateway.identity import AllowList
+from mcp_fleet.gateway.app import GatewaySettings
+from mcp_fleet.gateway.callback import build_gateway_handler
+from mcp_fleet.gateway.identity import AllowList, Identity
 from mcp_fleet.gateway.metrics import FleetMetrics
 from mcp_fleet.gateway.tokens import create_token
+from mcp_fleet.router.http_server import Request, Responder, start_server
 from prometheus_client import CollectorRegistry
 
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -59,38 +61,34 @@ def chromium() -> str:
     return found
 
 
-async def inner(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    await send({"type": "http.response.start", "status": 404, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
+def inner(request: Request, responder: Responder, identity: Identity) -> None:
+    """The router's place: nothing the page needs is there."""
+    responder.respond(404, [], b"")
 
 
 @contextlib.asynccontextmanager
 async def serve(home: Path) -> AsyncIterator[str]:
-    app = build_gateway_app(
+    handler = build_gateway_handler(
         inner,
         settings=GatewaySettings(home=home, refresh_seconds=30),
         status_provider=lambda: STATUS,
         metrics=FleetMetrics(registry=CollectorRegistry(), process_collectors=False),
     )
     for _ in range(7):
-        app.guard.begin(None, "s", SERVERS[0], "get_current_time").finish(outcome="ok")  # type: ignore[union-attr]
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+        handler.gateway.guard.begin(None, "s", SERVERS[0], "get_current_time").finish(outcome="ok")  # type: ignore[union-attr]
+    server, connections = await start_server(
+        handler.handle, host="127.0.0.1", port=0, screen=handler.screen
+    )
+    port = server.sockets[0].getsockname()[1]
+    handler.server = ("127.0.0.1", port)
     try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        await handler.aclose()
+        server.close()
+        for conn in list(connections):
+            conn.abort()
+        await asyncio.wait_for(server.wait_closed(), timeout=10)
 
 
 async def run_chromium(binary: str, profile: Path, *args: str) -> bytes:

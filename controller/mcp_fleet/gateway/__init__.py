@@ -12,18 +12,21 @@ router's hot path stays free of policy code and each piece is testable alone:
 - ``cookies``: the status page's signed sign-in cookie.
 - ``credentials``: bearer tokens, JWTs and cookies to identities.
 - ``gate``: the per-request decision (rebinding checks, authentication),
-  from plain values, shared by both front doors below.
-- ``auth``: the ASGI front door (gate, body limits, slow-client guard) and
-  the refusal to serve a non-loopback address without authentication.
-- ``callback``: the front door for the router's own callback HTTP server.
+  from plain values.
+- ``auth``: the refusal to serve a non-loopback address without
+  authentication, and the default body limit and deadline.
+- ``callback``: the front door, a handler for the router's own HTTP server
+  (``router.http_server``, which enforces the body limit and deadline): the
+  gate on every request, the gateway's own pages, the rest to the router
+  with the caller's identity.
 - ``limits``: per-identity and per-server concurrency and rate limits.
 - ``guard``: the per-call check the router makes (allow-list, limits,
   metrics, audit) in two calls, ``begin`` and ``finish``.
 - ``audit``: one JSON line per call, written off the hot path.
 - ``metrics``: Prometheus metrics and their ``/metrics`` route.
 - ``web``: the status page, ``/api/status``, ``/healthz`` and ``/readyz``.
-- ``app``: ``Gateway`` (every part, from one settings object) and
-  ``build_gateway_app`` (the ASGI form).
+- ``app``: ``GatewaySettings`` and ``Gateway`` (every part, from one
+  settings object).
 
 Nothing is imported here, so ``import mcp_fleet.gateway.tokens`` (the CLI)
 does not load prometheus_client or PyJWT.

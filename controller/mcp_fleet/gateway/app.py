@@ -1,4 +1,4 @@
-"""The team gateway put together: one ``Gateway`` from settings, two ways to serve it.
+"""The team gateway put together: one ``Gateway`` from settings.
 
 ``Gateway`` builds every part from one ``GatewaySettings``: the
 authenticator (tokens file, optional OIDC), the request gate (rebinding
@@ -9,12 +9,11 @@ a non-loopback host without authentication is an ``UnsafeBindError``
 unless ``allow_unauthenticated``. Tracing (``tracing``) is set up only when
 asked for, by ``settings.tracing`` or the ``OTEL_*`` environment.
 
-It can front the router two ways, with the same behaviour:
-
-- ``build_gateway_app(inner_asgi_app, ...)``: an ASGI application (served
-  by uvicorn or any ASGI server) around an ASGI router app;
-- ``callback.build_gateway_handler(inner_handler, ...)``: a request handler
-  for the router's own callback HTTP server.
+It fronts the router through ``callback.GatewayHandler``
+(``callback.build_gateway_handler(inner_handler, ...)``): a request handler
+for the router's own HTTP server (``router.http_server``), which also
+enforces ``max_body_bytes`` and ``body_timeout_seconds``
+(``router.http_service`` wires them together).
 
 Routes: ``/healthz`` and ``/readyz`` answer without checks (probes come from
 kubelets and load balancers, with other Host headers and no token);
@@ -30,17 +29,14 @@ caller's ``Identity`` and calls ``gateway.guard`` for each forwarded call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mcp_fleet import conventions
 from mcp_fleet.gateway.audit import AuditLog, AuditSettings
 from mcp_fleet.gateway.auth import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
-    GatewayMiddleware,
     refuse_unauthenticated_bind,
 )
 from mcp_fleet.gateway.cookies import CookieSigner
@@ -56,12 +52,6 @@ from mcp_fleet.gateway.tracing import CallTracer
 from mcp_fleet.gateway.tracing import setup as setup_tracing
 from mcp_fleet.gateway.web import PATHS as PAGE_PATHS
 from mcp_fleet.gateway.web import StatusPages, StatusProvider
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Paths the gateway answers itself; everything else belongs to the router.
 GATEWAY_PATHS = PAGE_PATHS | {"/metrics"}
@@ -85,7 +75,9 @@ class GatewaySettings:
     #: Extra browser origins (``https://console.example.com``; ``*`` allows all).
     allowed_origins: tuple[str, ...] = ()
     rebinding_protection: bool = True
+    #: Bytes of a request body, at most (more: 413).
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Seconds a request may take to arrive whole (slower: 408; None: no deadline).
     body_timeout_seconds: float | None = DEFAULT_BODY_TIMEOUT_SECONDS
     public_metrics: bool = False
     audit: AuditSettings = field(default_factory=AuditSettings)
@@ -112,7 +104,7 @@ class GatewaySettings:
 
 
 class Gateway:
-    """Every part of the gateway, built from settings; shared by both front doors."""
+    """Every part of the gateway, built from settings (``callback.GatewayHandler`` serves it)."""
 
     def __init__(
         self,
@@ -166,73 +158,6 @@ class Gateway:
         await asyncio.to_thread(self.audit.close)
         if self.auth.oidc is not None:
             await self.auth.oidc.aclose()
-
-
-class GatewayApp:
-    """The gateway as an ASGI application around an ASGI router app."""
-
-    def __init__(self, inner: ASGIApp, gateway: Gateway) -> None:
-        self.inner = inner
-        self.gateway = gateway
-        self._metrics_app = gateway.metrics.asgi_app()
-        self.middleware = GatewayMiddleware(
-            self._route,
-            gate=gateway.gate,
-            max_body_bytes=gateway.settings.max_body_bytes,
-            body_timeout=gateway.settings.body_timeout_seconds,
-        )
-
-    # The parts, for the code that serves and wires the router.
-    @property
-    def guard(self) -> CallGuard:
-        return self.gateway.guard
-
-    @property
-    def metrics(self) -> FleetMetrics:
-        return self.gateway.metrics
-
-    @property
-    def auth(self) -> Authenticator:
-        return self.gateway.auth
-
-    @property
-    def audit(self) -> AuditLog:
-        return self.gateway.audit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-            return
-        await self.middleware(scope, receive, send)
-
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        if path in PAGE_PATHS:
-            await self.gateway.pages(scope, receive, send)
-        elif path == "/metrics":
-            await self._metrics_app(scope, receive, send)
-        else:
-            await self.inner(scope, receive, send)
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_through(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.gateway.aclose()
-            await send(message)
-
-        await self.inner(scope, receive, send_through)
-
-
-def build_gateway_app(
-    inner_mcp_asgi_app: ASGIApp,
-    *,
-    settings: GatewaySettings,
-    status_provider: StatusProvider,
-    metrics: FleetMetrics | None = None,
-) -> GatewayApp:
-    """Wrap the router's ASGI app in the gateway (see the module docstring)."""
-    gateway = Gateway(settings=settings, status_provider=status_provider, metrics=metrics)
-    return GatewayApp(inner_mcp_asgi_app, gateway)
 
 
 def auth_configured(settings: GatewaySettings) -> bool:

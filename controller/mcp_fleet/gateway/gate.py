@@ -1,8 +1,8 @@
 """The request gate: who may make this HTTP request, decided from plain values.
 
-Framework-free on purpose: the same decision serves the ASGI middleware
-(``auth.GatewayMiddleware``) and the router's own callback HTTP server
-(``callback.GatewayHandler``), so both front doors behave identically.
+Framework-free on purpose: ``callback.GatewayHandler`` runs it on each
+request's head as the router's own HTTP server parses it (and on the body of
+a sign-in form), with no framework object per request.
 ``RequestGate.check`` takes the method, path, query, the request headers
 (lower-case names), the local address and scheme, and returns:
 

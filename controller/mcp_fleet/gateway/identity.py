@@ -1,7 +1,8 @@
 """Who is calling, what they may call, and the MCP errors that say "no".
 
-An ``Identity`` is attached by the auth middleware to every HTTP request it
-lets through, at ``scope["state"][IDENTITY_KEY]`` (read it back with
+The gateway (``callback.GatewayHandler``) hands an ``Identity`` to the
+router's handler with every HTTP request it lets through (the ASGI form of
+the status pages reads one from ``scope["state"][IDENTITY_KEY]``, with
 ``identity_from_scope``). The router asks ``identity.allows(server, tool)``
 before forwarding a call, and answers ``forbidden_error(...)`` when it may
 not: a JSON-RPC error object (not an HTTP 403, since the call rides inside an
@@ -23,7 +24,7 @@ HTTP 403 in spirit) and ``LIMITED`` (-32029, an HTTP 429 in spirit). Their
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -174,17 +175,8 @@ class Identity:
 ANONYMOUS: Final = Identity(name="anonymous", kind="anonymous", allow=AllowList.all())
 
 
-def attach_identity(scope: MutableMapping[str, Any], identity: Identity) -> None:
-    """Put ``identity`` where ``identity_from_scope`` finds it (``scope["state"]``)."""
-    state = scope.get("state")
-    if state is None:
-        scope["state"] = {IDENTITY_KEY: identity}
-    else:
-        state[IDENTITY_KEY] = identity
-
-
 def identity_from_scope(scope: Mapping[str, Any]) -> Identity | None:
-    """The identity the middleware attached to this request, if it ran."""
+    """The identity at ``scope["state"][IDENTITY_KEY]``, if any."""
     state = scope.get("state")
     if state is None:
         return None

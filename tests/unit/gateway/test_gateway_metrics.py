@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_support import client, private_metrics
-from mcp_fleet.gateway.app import GatewaySettings, build_gateway_app
+from gateway_support import private_metrics, serve_gateway
 from mcp_fleet.gateway.guard import CallGuard, CallTicket, outcome_of
 from mcp_fleet.gateway.identity import FORBIDDEN, LIMITED, AllowList, Identity
 from mcp_fleet.gateway.limits import Limiter, LimitSettings
@@ -144,16 +143,17 @@ def test_outcome_of_replies() -> None:
 
 async def test_metrics_route_exposes_the_counters(tmp_path) -> None:  # type: ignore[no-untyped-def]
     metrics = private_metrics()
-    app = build_gateway_app(
-        lambda *a: None,  # type: ignore[arg-type,return-value]
-        settings=GatewaySettings(home=tmp_path, public_metrics=True),
-        status_provider=dict,
-        metrics=metrics,
-    )
-    for _ in range(4):
-        app.guard.begin(None, "s", "time", "get_current_time").finish(outcome="ok")  # type: ignore[union-attr]
-    async with client(app) as http:
+    async with (
+        serve_gateway(
+            tmp_path, status_provider=dict, metrics=metrics, public_metrics=True
+        ) as served,
+        served.client() as http,
+    ):
+        for _ in range(4):
+            served.gateway.guard.begin(None, "s", "time", "get_current_time").finish(outcome="ok")  # type: ignore[union-attr]
         response = await http.get("/metrics")
+        post = await http.post("/metrics")
     assert response.status_code == 200
     line = 'mcp_fleet_calls_total{outcome="ok",server="time",tool="get_current_time"} 4.0'
     assert line in response.text
+    assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"

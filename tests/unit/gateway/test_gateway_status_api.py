@@ -3,36 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_support import STATUS, bearer, client, private_metrics
-from mcp_fleet.gateway.app import GatewaySettings, build_gateway_app
-from mcp_fleet.gateway.identity import AllowList
+from gateway_support import STATUS, Served, bearer, serve_gateway
+from mcp_fleet.gateway.identity import AllowList, Identity
 from mcp_fleet.gateway.tokens import create_token
 from mcp_fleet.logsetup import redactor
+from mcp_fleet.router.http_server import Request, Responder
+
+pytestmark = pytest.mark.timeout(30)
 
 
-async def inner(scope: Any, receive: Any, send: Any) -> None:
+def inner(request: Request, responder: Responder, identity: Identity) -> None:
     raise AssertionError("the status routes never reach the router")
 
 
-def gateway(home: Path, provider: Any) -> Any:
-    return build_gateway_app(
-        inner,
-        settings=GatewaySettings(home=home),
-        status_provider=provider,
-        metrics=private_metrics(),
-    )
+def gateway(home: Path, provider: Any, **settings: Any) -> AbstractAsyncContextManager[Served]:
+    """The gateway served with ``provider``, around a router that must not be reached."""
+    return serve_gateway(home, inner=inner, status_provider=provider, **settings)
 
 
 async def test_status_merges_call_stats_and_totals(tmp_path: Path) -> None:
-    app = gateway(tmp_path, lambda: STATUS)
-    for outcome in ("ok", "ok", "error"):
-        ticket = app.guard.begin(None, "s", "time", "get_current_time")
-        ticket.finish(outcome=outcome)
-    async with client(app) as http:
+    async with gateway(tmp_path, lambda: STATUS) as served, served.client() as http:
+        for outcome in ("ok", "ok", "error"):
+            ticket = served.gateway.guard.begin(None, "s", "time", "get_current_time")
+            ticket.finish(outcome=outcome)  # type: ignore[union-attr]
         response = await http.get("/api/status")
     doc = response.json()
     assert response.status_code == 200 and doc["fleet"] == "demo-1234abcd"
@@ -52,7 +50,7 @@ async def test_an_identity_sees_only_its_servers(tmp_path: Path) -> None:
     token, _ = create_token(
         tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time:convert_time"])
     )
-    async with client(gateway(tmp_path, lambda: STATUS)) as http:
+    async with gateway(tmp_path, lambda: STATUS) as served, served.client() as http:
         doc = (await http.get("/api/status", headers=bearer(token))).json()
     assert [s["name"] for s in doc["servers"]] == ["time"]
 
@@ -63,7 +61,7 @@ async def test_async_provider_and_readiness(tmp_path: Path) -> None:
     async def provider() -> dict[str, Any]:
         return {"servers": [], "ready": state["ready"]}
 
-    async with client(gateway(tmp_path, provider)) as http:
+    async with gateway(tmp_path, provider) as served, served.client() as http:
         assert (await http.get("/readyz")).status_code == 503
         state["ready"] = True
         ready = await http.get("/readyz")
@@ -75,7 +73,7 @@ async def test_a_failing_provider_is_503_not_a_crash(tmp_path: Path) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("status file unreadable")
 
-    async with client(gateway(tmp_path, broken)) as http:
+    async with gateway(tmp_path, broken) as served, served.client() as http:
         status = await http.get("/api/status")
         ready = await http.get("/readyz")
     assert status.status_code == 503 and status.json() == {"error": "status unavailable"}
@@ -83,7 +81,7 @@ async def test_a_failing_provider_is_503_not_a_crash(tmp_path: Path) -> None:
 
 
 async def test_page_is_self_contained_with_a_strict_policy(tmp_path: Path) -> None:
-    async with client(gateway(tmp_path, lambda: STATUS)) as http:
+    async with gateway(tmp_path, lambda: STATUS) as served, served.client() as http:
         page = await http.get("/")
         script = await http.get("/static/status.js")
         css = await http.get("/static/status.css")
@@ -138,7 +136,7 @@ def masking() -> Iterator[None]:
 async def test_secret_values_are_masked_for_everyone(tmp_path: Path, masking: None) -> None:
     """An in-memory status (``mcp-fleet up``) is not masked yet: the page masks it."""
     admin, _ = create_token(tmp_path / "tokens.yaml", "admin", allow=AllowList.all())
-    async with client(gateway(tmp_path, lambda: FLEET_STATUS)) as http:
+    async with gateway(tmp_path, lambda: FLEET_STATUS) as served, served.client() as http:
         response = await http.get("/api/status", headers=bearer(admin))
     assert response.status_code == 200
     assert PASTED not in response.text
@@ -153,7 +151,7 @@ async def test_a_restricted_viewer_sees_only_its_servers_problems(
     tmp_path: Path, masking: None
 ) -> None:
     token, _ = create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
-    async with client(gateway(tmp_path, lambda: FLEET_STATUS)) as http:
+    async with gateway(tmp_path, lambda: FLEET_STATUS) as served, served.client() as http:
         response = await http.get("/api/status", headers=bearer(token))
     doc = response.json()
     assert response.status_code == 200 and PASTED not in response.text
@@ -178,9 +176,8 @@ async def test_a_restricted_viewer_sees_only_its_servers_problems(
 async def test_metrics_need_a_token_that_may_use_every_server(tmp_path: Path) -> None:
     restricted, _ = create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
     admin, _ = create_token(tmp_path / "tokens.yaml", "admin", allow=AllowList.all())
-    app = gateway(tmp_path, lambda: STATUS)
-    app.guard.begin(None, "s", "github", "create_issue").finish(outcome="ok")
-    async with client(app) as http:
+    async with gateway(tmp_path, lambda: STATUS) as served, served.client() as http:
+        served.gateway.guard.begin(None, "s", "github", "create_issue").finish(outcome="ok")  # type: ignore[union-attr]
         refused = await http.get("/metrics", headers=bearer(restricted))
         allowed = await http.get("/metrics", headers=bearer(admin))
         anonymous = await http.get("/metrics")
@@ -193,11 +190,8 @@ async def test_metrics_need_a_token_that_may_use_every_server(tmp_path: Path) ->
 
 async def test_public_metrics_stay_public(tmp_path: Path) -> None:
     create_token(tmp_path / "tokens.yaml", "t", allow=AllowList.parse(["time"]))
-    app = build_gateway_app(
-        inner,
-        settings=GatewaySettings(home=tmp_path, public_metrics=True),
-        status_provider=lambda: STATUS,
-        metrics=private_metrics(),
-    )
-    async with client(app) as http:
+    async with (
+        gateway(tmp_path, lambda: STATUS, public_metrics=True) as served,
+        served.client() as http,
+    ):
         assert (await http.get("/metrics")).status_code == 200
