@@ -216,3 +216,41 @@ def http_requests(draw: st.DrawFn, sid: str, host: str) -> bytes:
     head = f"{method} {path} {version}\r\n".encode("latin-1", "replace")
     head += b"".join(f"{k}: {v}\r\n".encode("latin-1", "replace") for k, v in headers)
     return head + b"\r\n" + body
+
+
+#: Header lines a request may have (the router's ``http_server.MAX_HEADER_COUNT``).
+HEADER_COUNT_LIMIT = 100
+#: Bytes of request line and headers a request may have (``http_server.MAX_HEADER_BYTES``).
+HEADER_BYTES_LIMIT = 64 * 1024
+
+
+@st.composite
+def connection_moves(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """What hostile clients do with connections, a few moves at once (``test_router_fuzz``):
+
+    - ``("idle", n)``: open ``n`` connections and send nothing;
+    - ``("partial", cut)``: send the first ``cut`` bytes of a request, then nothing;
+    - ``("headers", count, size, repeated)``: one request with ``count`` header lines of
+      ``size`` bytes (all one name when ``repeated``);
+    - ``("refused-body", why, size, chunked)``: a POST the gate refuses on its head
+      (``why``: a foreign Host or Origin) with a body of ``size`` bytes;
+    - ``("slow-body", size)``: a POST head and half of its body, then nothing.
+    """
+    moves: list[tuple[Any, ...]] = []
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["idle", "partial", "headers", "refused-body", "slow-body"]))
+        if kind == "idle":
+            moves.append((kind, draw(st.integers(1, 40))))
+        elif kind == "partial":
+            moves.append((kind, draw(st.integers(0, 120))))
+        elif kind == "headers":
+            count = draw(st.sampled_from([1, 50, 99, 100, 101, 150, 1000, 20000]))
+            size = draw(st.sampled_from([1, 10, 200, 700, 70 * 1024]))
+            moves.append((kind, count, size, draw(st.booleans())))
+        elif kind == "refused-body":
+            why = draw(st.sampled_from(["host", "origin"]))
+            size = draw(st.sampled_from([0, 1, 1000, MAX_BODY, MAX_BODY + 1, 4 * MAX_BODY]))
+            moves.append((kind, why, size, draw(st.booleans())))
+        else:
+            moves.append((kind, draw(st.sampled_from([2, 1000, MAX_BODY]))))
+    return moves

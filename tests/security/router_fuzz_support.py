@@ -431,3 +431,46 @@ def http_answers(answer: bytes) -> list[int]:
     found.parser = httptools.HttpResponseParser(found)
     found.parser.feed_data(answer)  # raises on anything that is not HTTP
     return found.statuses
+
+
+# -- hostile connections ------------------------------------------------------------------
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def hostile_socket(host: str, port: int, source: str) -> socket.socket:
+    """A blocking connection from the loopback address ``source`` (127.0.0.x)."""
+    return socket.create_connection((host, port), timeout=10, source_address=(source, 0))
+
+
+def send_and_read(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` (as much as the router takes), then read until it closes the connection;
+    a reset after its answer ends the reading too."""
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def healthz_seconds(host: str, port: int) -> float:
+    """How long ``GET /healthz`` takes on a new connection (it must answer 200)."""
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        head = f"GET /healthz HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n\r\n"
+        answer = send_and_read(sock, head.encode())
+    assert http_answers(answer) == [200], answer[:300]
+    return time.monotonic() - started

@@ -23,14 +23,19 @@ Checked after every example:
 - nothing leaks across sessions: every answer the victim gets is its own
   (same id, its own echo text) and nothing but broadcast notifications ever
   reaches its standalone stream, although the fuzzed session draws ids from
-  the victim's range and cancels them.
+  the victim's range and cancels them;
+- hostile connection patterns (many idle connections, partial requests and
+  bodies left hanging, floods of header lines, huge and repeated headers,
+  bodies on requests the gate refuses) get their 431, 403 or 413 and cost
+  nothing lasting: ``/healthz`` answers within a second meanwhile, and the
+  router's RSS stays within 64 MiB of where it began.
 
 The stdio router runs with an audit log, so the gateway's per-call policy
 sits in front of its session as it does over HTTP. Each input that once
 broke the router is kept below as a plain regression test.
 
 Bounded for CI: ``derandomize=True`` and no example database, so every run
-tries the same 720 inputs; the whole file takes about 40 s on 2 cores. For
+tries the same 780 inputs; the whole file takes about 45 s on 2 cores. For
 long runs on random inputs use bench/fuzz_router.py (atheris, in-process).
 """
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,16 +56,29 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mcp_fleet.router.http_server import Request, Responder, start_server
-from router_fuzz_strategies import http_requests, line_of, pool_ids, raw_messages
+from router_fuzz_strategies import (
+    HEADER_BYTES_LIMIT,
+    HEADER_COUNT_LIMIT,
+    connection_moves,
+    http_requests,
+    line_of,
+    pool_ids,
+    raw_messages,
+)
 from router_fuzz_support import (
+    MAX_BODY,
     HttpRouter,
     StdioRouter,
     Victim,
     _key,
     expected_reply,
+    healthz_seconds,
+    hostile_socket,
     http_answers,
     messages_of,
     raw_exchange,
+    rss,
+    send_and_read,
     valid_id,
     well_formed,
     whole_requests,
@@ -406,6 +425,118 @@ def test_bytes_behind_a_closing_request_never_cost_its_answer(
     first = b"GET /healthz HTTP/1.0\r\nhost: " + host + b"\r\n\r\n"
     answer = raw_exchange(router.host, router.port, first + behind.replace(b"{host}", host))
     assert http_answers(answer) == statuses, answer
+
+
+# -- hostile connections ------------------------------------------------------------------
+
+#: Bytes one move sends at most (a flood is cut off long before).
+MOVE_BYTES = 2_000_000
+MIB = 1024 * 1024
+
+
+def hostile_request(move: tuple[Any, ...], host: str) -> tuple[bytes, set[int]]:
+    """The bytes of a ``headers`` or ``refused-body`` move and the answers allowed for it."""
+    if move[0] == "headers":
+        _, count, size, repeated = move
+        count = min(count, max(1, MOVE_BYTES // (size + 10)))
+        value = b"a" * size
+        names = [b"x-a" if repeated else b"x-%d" % i for i in range(count)]
+        fixed = [(b"host", host.encode()), (b"connection", b"close")]
+        headers = fixed + [(name, value) for name in names]
+        head = b"".join(name + b": " + v + b"\r\n" for name, v in headers)
+        counted = len(b"/healthz") + sum(len(n) + len(v) + 4 for n, v in headers)
+        if len(headers) > HEADER_COUNT_LIMIT or counted > HEADER_BYTES_LIMIT:
+            allowed = {431}
+        else:  # the raw bytes read are a little more than what is counted: near, either
+            allowed = {200, 431} if counted > HEADER_BYTES_LIMIT - 200 else {200}
+        return b"GET /healthz HTTP/1.1\r\n" + head + b"\r\n", allowed
+    _, why, size, chunked = move
+    lines = [
+        b"POST /mcp HTTP/1.1",
+        b"host: " + (b"evil.example" if why == "host" else host.encode()),
+        b"content-type: text/plain",
+        b"connection: close",
+    ]
+    if why == "origin":
+        lines.append(b"origin: http://evil.example")
+    body = b"x" * size
+    if chunked:
+        lines.append(b"transfer-encoding: chunked")
+        body = (b"%x\r\n" % size + body + b"\r\n" if size else b"") + b"0\r\n\r\n"
+    else:
+        lines.append(b"content-length: %d" % size)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body, {413} if size > MAX_BODY else {403}
+
+
+def play(router: HttpRouter, moves: list[tuple[Any, ...]], seen: list[str]) -> float:
+    """Make ``moves`` from 127.0.0.2-11 (each answered as allowed, noted in ``seen``), and
+    with every connection they leave hanging still open, time ``/healthz``."""
+    host = f"{router.host}:{router.port}"
+    hanging: list[socket.socket] = []
+    sources = itertools.cycle(f"127.0.0.{i}" for i in range(2, 12))
+    try:
+        for move in moves:
+            kind = move[0]
+            if kind == "idle":
+                hanging += [hostile_socket(router.host, router.port, next(sources))
+                            for _ in range(move[1])]  # fmt: skip
+            elif kind in ("partial", "slow-body"):
+                size = move[1] if kind == "slow-body" else 100
+                request = (
+                    b"POST /mcp HTTP/1.1\r\nhost: " + host.encode()
+                    + b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % size
+                    + b"x" * size
+                )  # fmt: skip
+                cut = move[1] if kind == "partial" else len(request) - size // 2
+                sock = hostile_socket(router.host, router.port, next(sources))
+                sock.sendall(request[:cut])
+                hanging.append(sock)
+            else:
+                data, allowed = hostile_request(move, host)
+                with hostile_socket(router.host, router.port, next(sources)) as sock:
+                    answer = send_and_read(sock, data)
+                statuses = http_answers(answer)
+                assert len(statuses) == 1 and statuses[0] in allowed, (move, answer[:300])
+                seen.append(f"{kind} -> HTTP {statuses[0]}")
+        return healthz_seconds(router.host, router.port)
+    finally:
+        for sock in hanging:
+            sock.close()
+
+
+def test_hostile_connections_leave_the_router_serving_and_its_memory_flat(
+    fleet: HttpFleet,
+) -> None:
+    router = fleet.router()
+    warm_up = [("idle", 5), ("partial", 50), ("slow-body", MAX_BODY),
+               ("headers", 1000, 10, True), ("headers", 50, 700, False),
+               ("refused-body", "origin", 4 * MAX_BODY, True),
+               ("refused-body", "host", MAX_BODY, False)]  # fmt: skip
+    for _ in range(3):  # what the first requests allocate for good is not growth
+        play(router, warm_up, [])
+    baseline = rss(router.proc.pid)
+    latencies: list[float] = []
+
+    @settings(FUZZ, max_examples=60)
+    @given(moves=connection_moves())
+    def hostile(moves: list[tuple[Any, ...]]) -> None:
+        since = fleet.victim.done
+        seen: list[str] = []
+        latencies.append(play(router, moves, seen))
+        for outcome in seen:
+            event(outcome)
+        assert latencies[-1] < 2.0, f"/healthz took {latencies[-1]:.2f} s (target: 1 s)"
+        fleet.victim.progress(since)
+        assert router.alive()
+
+    hostile()
+    grown = rss(router.proc.pid) - baseline
+    assert grown < 64 * MIB, f"RSS grew {grown / MIB:.0f} MiB over the hostile examples"
+    latencies.sort()
+    median, worst = latencies[len(latencies) // 2], latencies[-1]
+    print(f"{len(latencies)} hostile examples: RSS +{grown / MIB:.1f} MiB, /healthz median "
+          f"{median * 1000:.1f} ms, max {worst * 1000:.1f} ms")  # fmt: skip
+    assert latencies[-2] < 1.0, latencies[-5:]
 
 
 def test_a_refusal_comes_after_the_answers_it_follows(fleet: HttpFleet) -> None:

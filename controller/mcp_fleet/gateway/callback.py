@@ -10,7 +10,9 @@ argument::
 
     frontend = HttpFrontend(router)            # handle(request, responder, identity)
     handler = build_gateway_handler(frontend.handle, settings=..., status_provider=...)
-    server, _ = await start_server(handler.handle, host=host, port=port)
+    server, _ = await start_server(
+        handler.handle, host=host, port=port, screen=handler.screen
+    )
     handler.server = (host, bound_port)        # for the Host check
     ...
     await handler.aclose()
@@ -18,6 +20,14 @@ argument::
 Request and responder are typed structurally (``RequestLike``,
 ``ResponderLike``), so this module does not import the router and the
 router's own classes pass through to its handler unchanged.
+
+``screen`` is the server's screen (``http_server.Screen``): it runs the
+gate on a request's head, before its body is read, so a request the head
+already decides (a bad Host or Origin, a missing or bad credential) is
+refused without the router ever holding its body; the verdict rides on the
+request (``context``) to ``handle``, which does not check again. Only ``POST
+/login`` is decided on its body (the sign-in form is the credential); a
+request ``handle`` gets unscreened is checked there, as before.
 
 The common request costs no task: tokens are checked synchronously, and
 JWTs too when their signing key is cached. Only a JWKS fetch and the status
@@ -57,6 +67,12 @@ class RequestLike(Protocol):
     def body(self) -> bytes: ...
 
 
+class ScreenedLike(RequestLike, Protocol):
+    """A request whose head the screen sees: it can carry the gate's verdict on."""
+
+    context: Any
+
+
 class ResponderLike(Protocol):
     """How the gateway answers a request it does not pass on."""
 
@@ -84,7 +100,29 @@ class GatewayHandler(Generic[Req, Resp]):
         #: The listening address; set it once bound (a random port is learnt then).
         self.server = server
         self.max_body_bytes = gateway.settings.max_body_bytes
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def screen(self, request: ScreenedLike) -> Answer | None:
+        """The gate on a request's head: an ``Answer`` refuses it before its body is read;
+        None lets it through, with the identity (or the pending JWKS check) in
+        ``request.context`` for ``handle``."""
+        method = request.method
+        path = request.path
+        if method == "POST" and path == LOGIN_PATH:
+            return None  # the form in the body is the credential
+        verdict = self.gateway.gate.check(
+            method, path, request.query, request.headers, server=self.server
+        )
+        if isinstance(verdict, Identity):
+            request.context = verdict
+        elif isinstance(verdict, Answer):
+            return verdict
+        elif verdict is not None:  # the signing keys are being fetched: meanwhile, the body
+            future = asyncio.ensure_future(verdict)
+            self._tasks.add(future)
+            future.add_done_callback(self._settled)
+            request.context = future
+        return None
 
     def handle(self, request: Req, responder: Resp) -> None:
         path = request.path
@@ -93,6 +131,13 @@ class GatewayHandler(Generic[Req, Resp]):
             self.gateway.gate.reject("body_too_large")
             text = f"Payload Too Large: the limit is {self.max_body_bytes} bytes".encode()
             responder.respond(413, [_TEXT], text)
+            return
+        screened = getattr(request, "context", None)
+        if isinstance(screened, Identity):
+            self._route(request, responder, screened)
+            return
+        if isinstance(screened, asyncio.Future):
+            self._spawn(self._later(screened, request, responder))
             return
         verdict = self.gateway.gate.check(
             method,
@@ -143,6 +188,13 @@ class GatewayHandler(Generic[Req, Resp]):
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        """A screen's pending check is done: its outcome is retrieved here, as its request
+        may never arrive whole (and then nobody awaits it)."""
+        self._tasks.discard(future)
+        if not future.cancelled():
+            future.exception()
 
     async def aclose(self) -> None:
         """Cancel pending page answers, then close the gateway (audit log, JWKS client)."""

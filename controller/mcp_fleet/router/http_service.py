@@ -13,6 +13,18 @@ non-loopback address, a port in use. ``mcp-fleet up`` opens the service
 before it starts the fleet's servers, so a taken port fails at once instead
 of after every server has been started.
 
+The gateway screens every request on its head (``GatewayHandler.screen``),
+so a request refused for its Host, Origin or credential is answered
+without the router holding its body; ``http_server`` bounds the rest of
+what clients can hold (headers, bodies in flight, connections, time).
+Opening raises the process's soft descriptor limit (to 65,536, or the hard limit)
+so the connection cap is not needlessly low; connections stay capped below
+it, leaving descriptors to the controller in the same process. Two
+variables tune the caps: ``MCP_FLEET_MAX_CONNECTIONS`` (default
+``http_server.MAX_CONNECTIONS``, and never more than the descriptor limit
+allows) and ``MCP_FLEET_MAX_CONNECTIONS_PER_CLIENT`` (one address's
+connections; default ``http_server.MAX_CONNECTIONS_PER_PEER``).
+
 ``router_status`` is the status document the gateway's pages show: a
 controller's status (or the router's own view of its servers) with each
 server's advertised tools and whether the router has settled (``/readyz``).
@@ -22,13 +34,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp_fleet import conventions
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.router.frontend_http import SSE_KEEPALIVE_SECONDS, HttpFrontend
-from mcp_fleet.router.http_server import HttpConnection, Request, Responder, start_server
+from mcp_fleet.router.http_server import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_PEER,
+    HttpConnection,
+    Request,
+    Responder,
+    raise_fd_limit,
+    start_server,
+)
 from mcp_fleet.router.router import Router
 from mcp_fleet.status import ServerState
 
@@ -38,6 +59,22 @@ if TYPE_CHECKING:
     from mcp_fleet.gateway.metrics import FleetMetrics
     from mcp_fleet.gateway.web import StatusProvider
     from mcp_fleet.router.session_token import SessionSigner
+
+
+#: Connections the router's HTTP server holds at once, at most (see the module docstring).
+ENV_MAX_CONNECTIONS = "MCP_FLEET_MAX_CONNECTIONS"
+#: Connections from one client address at once, at most.
+ENV_MAX_CONNECTIONS_PER_CLIENT = "MCP_FLEET_MAX_CONNECTIONS_PER_CLIENT"
+
+
+def _env_count(name: str, default: int) -> int:
+    """A positive whole number from the environment variable ``name`` (``default``: unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise RuntimeFailure(f"{name} must be a positive whole number, not {text!r}")
+    return int(text)
 
 
 def router_status(router: Router, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -132,12 +169,22 @@ class HttpService:
         )
         handler: GatewayHandler[Request, Responder] = GatewayHandler(frontend.handle, gateway)
         try:
+            max_connections = _env_count(ENV_MAX_CONNECTIONS, MAX_CONNECTIONS)
+            per_client = _env_count(ENV_MAX_CONNECTIONS_PER_CLIENT, MAX_CONNECTIONS_PER_PEER)
+        except RuntimeFailure:
+            await gateway.aclose()
+            raise
+        raise_fd_limit()
+        try:
             server, connections = await start_server(
                 handler.handle,
                 host=host,
                 port=port,
                 max_body_bytes=settings.max_body_bytes,
                 request_timeout=settings.body_timeout_seconds,
+                screen=handler.screen,
+                max_connections=max_connections,
+                max_connections_per_peer=per_client,
             )
         except OSError as exc:
             await gateway.aclose()
