@@ -34,7 +34,16 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_fleet.conventions import LABEL_FLEET, fleet_name
 from mcp_fleet.router.session_launcher import ENV_MAX_INSTANCES
 from mcp_fleet.sources.session_runtimes import sessions_fleet
-from router_support import PY, ROOT, SERVERS, ClientRunner, http_client, text_of, tool_names
+from router_support import (
+    PY,
+    ROOT,
+    SERVERS,
+    ClientRunner,
+    http_client,
+    text_of,
+    tool_names,
+    until_tools,
+)
 from support import free_port, until
 from testbed_images import SERVERS_IMAGE, server_in_image
 
@@ -164,9 +173,10 @@ async def test_each_session_gets_its_own_process_stopped_with_the_session(tmp_pa
         runner_a, runner_b = client(up.url), client(up.url)
         try:
             a, b = await runner_a.session(), await runner_b.session()
-            # Listed for every session (learned once, from an instance started to list it).
-            assert {"increment", "announce"} <= await tool_names(a)
-            assert {"increment", "announce"} <= await tool_names(b)
+            # Listed for every session (learned once, from an instance started to list it;
+            # a first list may come before that, once the router's start-up hold is over).
+            await until_tools(a, {"increment", "announce"})
+            await until_tools(b, {"increment", "announce"})
             ids_a, ids_b = await counts_apart(a, b)
             pid_a, pid_b = (int(next(iter(i)).split("@")[0]) for i in (ids_a, ids_b))
             assert alive(pid_a) and alive(pid_b) and up.proc.pid not in (pid_a, pid_b)
@@ -212,7 +222,7 @@ async def test_kill_9_of_up_leaves_no_per_session_process(tmp_path: Path) -> Non
     up = await start_up(home)
     try:
         async with http_client(up.url) as (a, _), http_client(up.url) as (b, _):
-            assert "increment" in await tool_names(a)  # lists wait for the fleet to settle
+            await until_tools(a, {"increment"})
             (_, pid_a, _), (_, pid_b, _) = await increment(a), await increment(b)
             up.proc.send_signal(signal.SIGKILL)
             await up.proc.wait()
@@ -259,7 +269,7 @@ async def test_a_remote_per_client_server_gets_an_http_session_per_client(tmp_pa
             http_client(up.url) as (a, _),
             http_client(up.url) as (b, _),
         ):
-            assert "increment" in await tool_names(a)
+            await until_tools(a, {"increment"})
             await counts_apart(a, b)
     finally:
         bridge.terminate()
@@ -299,7 +309,7 @@ async def test_each_session_gets_its_own_container_and_none_outlives_up(tmp_path
         runner_a, runner_b = client(up.url), client(up.url)
         try:
             a, b = await runner_a.session(), await runner_b.session()
-            assert "increment" in await tool_names(a)
+            await until_tools(a, {"increment"})
             ids_a, ids_b = await counts_apart(a, b)
             host_a = next(iter(ids_a)).split("@")[1]
             host_b = next(iter(ids_b)).split("@")[1]
