@@ -174,6 +174,8 @@ class Responder:
     #: the handler failed (answered 500), so whoever waits to answer can let go. Emptied
     #: once the answer is finished (a callback that refers to its responder is no cycle).
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    #: The answer to a HEAD request: its head only (with the body's ``content-length``).
+    head_only: bool = False
 
     @property
     def closed(self) -> bool:
@@ -203,6 +205,8 @@ class Responder:
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
+        if self.head_only:
+            body = b""  # a body after the head would be read as the next response
         self._conn.write(b"".join(head) + body if len(body) < 65536 else b"".join(head))
         if len(body) >= 65536:
             self._conn.write(body)
@@ -633,6 +637,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _dispatch(self, item: Request | _Refused) -> None:
         responder = Responder(self, item.keep_alive)
+        responder.head_only = isinstance(item, Request) and item.method == "HEAD"
         self._current = responder
         if isinstance(item, _Refused):
             refusal = item.refusal
