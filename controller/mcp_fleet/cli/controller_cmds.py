@@ -20,7 +20,6 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -418,30 +417,22 @@ def down_command(
 def _stop_controller(files: FleetFiles, *, grace: float = 15.0) -> int | None:
     """SIGTERM the controller holding the fleet's lock (SIGKILL after ``grace``)."""
     from mcp_fleet.errors import RuntimeFailure
-    from mcp_fleet.reconcile.loop import LOCK_FILE
+    from mcp_fleet.reconcile.lock import holder_pid, is_free, lock_path
 
-    path = files.state_dir / LOCK_FILE
-    if not path.exists():
-        return None
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return None  # nobody holds it: no controller runs
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
+    text = holder_pid(files.state_dir)
+    if text is None:
+        return None  # no controller runs
     if not text.isdigit():
-        raise RuntimeFailure(f"a controller holds {path} but its pid is unknown")
+        raise RuntimeFailure(
+            f"a controller holds {lock_path(files.state_dir)} but its pid is unknown"
+        )
     pid = int(text)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        with path.open("a+") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return pid
-            except BlockingIOError:
-                time.sleep(0.1)
+        if is_free(files.state_dir):
+            return pid
+        time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return pid

@@ -32,6 +32,10 @@ passes and server states, ``/healthz`` and ``/readyz``. The gateway's
 settings are checked and the port bound before the controller starts, so a
 bad tokens file, an unsafe address or a port in use stop ``up`` before any
 server is started.
+
+This module parses the options and handles signals and the console; the
+application itself (what starts, in which order, and how it stops) is
+``up_app.UpApp``, which a test can run in its own event loop.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -57,7 +61,7 @@ from mcp_fleet.cli.common import (
     exit_on_error,
     fleet_files_from_options,
 )
-from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt, serve_demand
+from mcp_fleet.cli.controller_cmds import RuntimeChoice, RuntimeOpt
 from mcp_fleet.cli.gateway_options import (
     NO_GATEWAY_OPTIONS,
     GatewayOptions,
@@ -75,9 +79,6 @@ from mcp_fleet.cli.router_cmds import (
     TransportChoice,
     TransportOpt,
 )
-
-if TYPE_CHECKING:
-    from mcp_fleet.reconcile.demand_server import DemandServer
 
 #: What ``--max-session-instances`` falls back to (``MCP_FLEET_MAX_SESSION_INSTANCES``, else this).
 DEFAULT_MAX_SESSION_INSTANCES = 32
@@ -122,14 +123,9 @@ def up_command(
     """Run the fleet and serve it to MCP clients: controller and router in one process."""
     import asyncio
 
-    from mcp_fleet.cli.up_controller import UpController, follow_sessions, session_counts
-    from mcp_fleet.endpoints import EndpointTable
     from mcp_fleet.model import RuntimeKind
-    from mcp_fleet.router.http_service import router_status
-    from mcp_fleet.router.router import Router, RouterEvent
-    from mcp_fleet.router.serve import run, serve
+    from mcp_fleet.router.serve import run
     from mcp_fleet.runtimes.select import build_runtimes
-    from mcp_fleet.sources.session_runtimes import session_launcher
 
     stdio = transport is TransportChoice.STDIO
     with exit_on_error():
@@ -144,86 +140,43 @@ def up_command(
     if not stdio:
         logging.getLogger("mcp_fleet.controller").setLevel(logging.WARNING)
 
-    def say(text: str) -> None:
-        if not stdio:
-            err_console.print(text, markup=False, highlight=False)
-
-    def on_ready(where: str) -> None:
-        say(f"mcp-fleet is serving {files.home} on {where}")
-        say(f"  Claude Code:  claude mcp add --transport http mcp-fleet {where}")
-        say("  other clients: mcp-fleet client config claude-desktop|codex|cursor --transport http")
-        say("Servers appear below as they become ready; Ctrl-C stops the fleet.")
-
     async def main() -> None:
-        table = EndpointTable()
-        #: Set after the first pass that leaves no server starting (each is Ready, and
-        #: published, or failed), or whose files are broken: the fleet as it starts is
-        #: known, and the router need wait no longer for it (lists, a stdio initialize).
-        published = asyncio.Event()
-        controller = UpController(
-            files, runtimes, table, preferred_runtime=kind, published=published
-        )
+        from mcp_fleet.cli.up_app import UpApp, UpOptions
 
-        def on_event(event: RouterEvent, server: str, detail: str) -> None:
-            if event == "attached":
-                count = sum(1 for r in router.table.tool_routes.values() if r.server == server)
-                say(f"ready    {server} ({count} tools)")
-            elif event in ("detached", "failed"):
-                say(f"{event:<8} {server}: {detail}")
-            elif event == "renamed":
-                say(f"renamed  {detail}")
-
-        router = Router(
-            table, prefix=prefix.value, tools=tools or (), page_size=page_size,
-            on_event=on_event, published=published, settle_timeout=30.0,
-            activation_timeout=activation_timeout, launcher=session_launcher(files.home, kind),
-            max_session_instances=session_cap,
+        options = UpOptions(
+            files=files, runtime=kind, transport=transport.value, host=host, port=port,
+            prefix=prefix.value, tools=tuple(tools or ()), page_size=page_size,
+            activation_timeout=activation_timeout, max_session_instances=session_cap,
+            gateway=settings,
         )  # fmt: skip
-
-        def sessions() -> dict[str, int]:
-            return session_counts(router)
-
-        controller.sessions = sessions
-        tasks: list[asyncio.Task[None]] = []
-        demand: DemandServer | None = None
-
-        def start_fleet() -> None:
-            """The endpoint is listening: now start the servers."""
-            tasks.append(asyncio.create_task(controller.run(), name="controller"))
-            tasks.append(
-                asyncio.create_task(follow_sessions(controller, sessions), name="sessions")
-            )
-
-        main_task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if main_task is not None:
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, main_task.cancel)
-        try:
-            controller.claim()  # the lock first: the demand socket is this fleet's to replace
-            demand = await serve_demand(files.state_dir, table.demand)
-            await serve(
-                router, transport=transport.value, host=host, port=port, gateway=settings,
-                status_provider=lambda: router_status(router, controller.status().to_json()),
-                on_listening=start_fleet, on_ready=None if stdio else on_ready,
-            )  # fmt: skip
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if demand is not None:
-                await demand.aclose()
-            await controller.aclose()
-            if tasks:
-                say("fleet stopped")
+        app = UpApp(options, runtimes=runtimes, say=_say)
+        _cancel_on_signals()
+        await app.run()
 
     try:
         with exit_on_error():
             run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
+
+
+def _say(text: str) -> None:
+    """Progress for the person who ran ``up`` (stderr; ``UpApp`` says nothing over stdio)."""
+    err_console.print(text, markup=False, highlight=False)
+
+
+def _cancel_on_signals() -> None:
+    """SIGTERM and SIGHUP cancel the running task (``up``'s main): it stops the fleet and
+    exits 0, as Ctrl-C does."""
+    import asyncio
+
+    main_task = asyncio.current_task()
+    if main_task is None:
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, main_task.cancel)
 
 
 def session_instance_limit(option: int | None, environ: Mapping[str, str] | None = None) -> int:

@@ -1,8 +1,12 @@
-"""The controller as ``mcp-fleet up`` runs it: beside its router, in one process.
+"""What ``mcp-fleet up`` adds to the controller's passes, beside its router in one process.
 
-``up`` runs the reconcile loop (``reconcile.loop.Controller``) with three
-additions, kept here so that the loop itself knows nothing of routers or
-metrics:
+``up`` runs the reconcile loop (``reconcile.loop.Controller``) as it is and
+attaches ``UpHooks`` to it (``amend_status`` and an ``after_pass`` hook),
+so that the loop itself knows nothing of routers or metrics::
+
+    hooks = UpHooks(published=published)
+    hooks.attach(controller)
+    hooks.sessions = lambda: session_counts(router)   # once the router exists
 
 - **Metrics per pass**: passes, their duration, file and runtime errors and
   every server's state go to the gateway's ``/metrics``.
@@ -26,11 +30,10 @@ Imported only when ``up`` runs: it pulls in the controller.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mcp_fleet.reconcile.loop import Controller
+from mcp_fleet.reconcile.loop import Controller, PassResult
 from mcp_fleet.reconcile.snapshot import StatusSnapshot, with_session_instances
 from mcp_fleet.status import ServerState
 
@@ -44,40 +47,45 @@ _STARTING = (ServerState.PENDING, ServerState.STARTING)
 SessionCounts = Callable[[], Mapping[str, int]]
 
 
-class UpController(Controller):
-    """The controller of ``mcp-fleet up`` (see the module docstring)."""
+class UpHooks:
+    """The controller hooks of ``mcp-fleet up`` (see the module docstring)."""
 
     def __init__(
         self,
-        *args: Any,
+        *,
         published: asyncio.Event | None = None,
         sessions: SessionCounts | None = None,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
         #: Set once the fleet as it starts is known (see the module docstring).
         self.published = published if published is not None else asyncio.Event()
         #: Per-client session instances by server (set once the router exists).
         self.sessions = sessions
-        #: The counts the last status written carries.
-        self._counts: Mapping[str, int] | None = None
+        #: Servers of the last pass, to tell the metrics which are gone.
         self._known: set[str] = set()
 
-    async def reconcile_once(self) -> StatusSnapshot:
+    def attach(self, controller: Controller) -> None:
+        """Make ``controller`` call these hooks at each pass."""
+        controller.amend_status = self.amend_status
+        controller.after_pass.append(self.after_pass)
+
+    def amend_status(self, snapshot: StatusSnapshot) -> StatusSnapshot:
+        """The router's session counts, as of now, merged into ``snapshot``."""
+        if self.sessions is None:
+            return snapshot
+        return with_session_instances(snapshot, dict(self.sessions()))
+
+    def after_pass(self, result: PassResult) -> None:
+        """Metrics of the pass; the start-up signal once nothing is starting any more."""
         from mcp_fleet.gateway import metrics
 
-        started = time.perf_counter()
-        try:
-            snapshot = await super().reconcile_once()
-        except Exception:
+        snapshot = result.snapshot
+        if snapshot is None:
             metrics.reconcile_error("pass")
             self.published.set()  # a pass that fails says nothing more about the start
-            raise
-        if self._counts is not None:  # what was stored and written, returned too
-            snapshot = with_session_instances(snapshot, self._counts)
+            return
         if not any(s.state in _STARTING for s in snapshot.servers):
             self.published.set()
-        metrics.reconcile_pass(seconds=time.perf_counter() - started)
+        metrics.reconcile_pass(seconds=result.seconds)
         if snapshot.file_errors:
             metrics.reconcile_error("files")
         for _ in snapshot.runtime_errors:
@@ -88,21 +96,6 @@ class UpController(Controller):
         for gone in self._known - names:
             metrics.backend_removed(gone)
         self._known = names
-        return snapshot
-
-    async def _set_status(self, snapshot: StatusSnapshot) -> None:
-        # Where each pass's snapshot is stored and written: the counts join it here.
-        if self.sessions is not None:
-            self._counts = dict(self.sessions())
-            snapshot = with_session_instances(snapshot, self._counts)
-        await super()._set_status(snapshot)
-
-    async def aclose(self, *, stop_processes: bool = True) -> None:
-        # The router has stopped its session instances by now: the last status says so.
-        if self.sessions is not None and self._counts is not None:
-            self._counts = dict(self.sessions())
-            self._snapshot = with_session_instances(self._snapshot, self._counts)
-        await super().aclose(stop_processes=stop_processes)
 
 
 def session_counts(router: Router) -> dict[str, int]:

@@ -301,47 +301,13 @@ class Executor:
         return Outcome(action, error is None, error)
 
     async def _dispatch(self, action: Action, flight: _Flight | None) -> str | None:
-        if isinstance(action, Cancel):
-            if action.server in self._flights:
-                self._cancel(self._flights[action.server])
-            return None
-        if isinstance(action, MarkFailed):
-            self.tracker.mark(action.server, action.cause)
-            log_event(
-                log,
-                logging.WARNING,
-                "server failed",
-                server=action.server,
-                reason=action.reason,
-                message=action.message,
-            )
-            return None
-        if isinstance(action, Remove):
-            await self._runtime(action.instance.runtime).stop(action.instance)
-            self.tracker.stopped(action.instance)
-            return None
-        if isinstance(action, ScaleDown):
-            agreed = True if self.retire is None else self.retire(action.server)
-            if not isinstance(agreed, bool):  # a router in another process: a round trip
-                agreed = await agreed
-            if not agreed:
-                self.tracker.in_use(action.server, at=self.clock())
-                log_event(log, logging.INFO, "scale-down skipped: in use", server=action.server)
-                return None
-            await self._runtime(action.instance.runtime).stop(action.instance)
-            self.tracker.scaled_to_zero(action.instance, at=self.clock())
+        if isinstance(action, Cancel | MarkFailed | Remove | ScaleDown):
+            await self._apply_at_once(action)
             return None
         flight = flight or _Flight(action.server, (action,))
         async with self._slot(flight):
             if isinstance(action, Adopt | Probe):
-                if isinstance(action, Adopt):
-                    self.tracker.adopted(action.instance)
-                error = await self._probe(action.instance, flight)
-                if error is None:
-                    for old in action.retire:
-                        await self._runtime(old.runtime).stop(old)
-                        self.tracker.stopped(old)
-                return error
+                return await self._take_over(action, flight)
             if not isinstance(action, Create | Replace):
                 raise AssertionError(f"unknown action {action!r}")
             flight.phase = "starting"  # never interrupted: what it starts must be known
@@ -359,6 +325,50 @@ class Executor:
             await self._hand_over(action, new, flight)
             await self._runtime(action.old.runtime).stop(action.old)
             self.tracker.stopped(action.old)
+        return error
+
+    async def _apply_at_once(self, action: Cancel | MarkFailed | Remove | ScaleDown) -> None:
+        """The actions that take no start slot: bookkeeping, cancels and stops."""
+        if isinstance(action, Cancel):
+            if action.server in self._flights:
+                self._cancel(self._flights[action.server])
+        elif isinstance(action, MarkFailed):
+            self.tracker.mark(action.server, action.cause)
+            log_event(
+                log,
+                logging.WARNING,
+                "server failed",
+                server=action.server,
+                reason=action.reason,
+                message=action.message,
+            )
+        elif isinstance(action, Remove):
+            await self._runtime(action.instance.runtime).stop(action.instance)
+            self.tracker.stopped(action.instance)
+        else:
+            await self._scale_down(action)
+
+    async def _scale_down(self, action: ScaleDown) -> None:
+        """Stop an idle on-demand instance, unless the router says it is in use now."""
+        agreed = True if self.retire is None else self.retire(action.server)
+        if not isinstance(agreed, bool):  # a router in another process: a round trip
+            agreed = await agreed
+        if not agreed:
+            self.tracker.in_use(action.server, at=self.clock())
+            log_event(log, logging.INFO, "scale-down skipped: in use", server=action.server)
+            return
+        await self._runtime(action.instance.runtime).stop(action.instance)
+        self.tracker.scaled_to_zero(action.instance, at=self.clock())
+
+    async def _take_over(self, action: Adopt | Probe, flight: _Flight) -> str | None:
+        """Adopt or probe an instance that runs; once it answers, retire what it replaces."""
+        if isinstance(action, Adopt):
+            self.tracker.adopted(action.instance)
+        error = await self._probe(action.instance, flight)
+        if error is None:
+            for old in action.retire:
+                await self._runtime(old.runtime).stop(old)
+                self.tracker.stopped(old)
         return error
 
     async def _hand_over(self, action: Replace, new: Instance, flight: _Flight) -> None:

@@ -204,10 +204,7 @@ def _plan_enabled(
 ) -> None:
     config_hash, placement, problem = prep.config_hash, prep.placement, prep.problem
     if problem is not None:
-        reason, message = problem
-        if memory.marked.get(spec.name) != f"{reason}: {message}":
-            actions.append(MarkFailed(spec.name, reason, message))
-        actions += [Remove(i, _exit_cause(i)) for i in insts if not i.running]
+        _plan_unusable(spec, problem, insts, memory, actions)
         return
     kind = placement.kind
     assert kind is not None
@@ -219,13 +216,62 @@ def _plan_enabled(
     if not insts:
         if not should_run(spec, memory):
             return  # on demand and not wanted: stays cold
-        due = memory.next_start.get(spec.name)
-        if due is not None and due > memory.now:
-            wake.append(due)
-        else:
-            actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
+        _create_when_due(spec, prep, kind, memory, actions, wake)
         return
 
+    live = _live(insts, memory, actions)
+    current = [i for i in live if i.runtime is kind and i.config_hash == config_hash]
+    stale = [i for i in live if not (i.runtime is kind and i.config_hash == config_hash)]
+    if current:
+        _keep_one(spec, prep, current, stale, memory, actions, wake)
+        return
+
+    due = memory.next_start.get(spec.name)
+    if due is not None and due > memory.now:
+        wake.append(due)
+        return
+    if stale:
+        _replace_stale(spec, config_hash, kind, stale, memory, actions)
+        return
+    if not should_run(spec, memory):
+        return  # what ran of it is gone; on demand and not wanted: stays cold
+    actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
+
+
+def _plan_unusable(
+    spec: ServerSpec,
+    problem: tuple[str, str],
+    insts: list[Instance],
+    memory: Memory,
+    actions: list[Action],
+) -> None:
+    """An enabled server that cannot run: marked failed (once per distinct reason); what
+    still runs of its last good configuration is left alone, what exited is removed."""
+    reason, message = problem
+    if memory.marked.get(spec.name) != f"{reason}: {message}":
+        actions.append(MarkFailed(spec.name, reason, message))
+    actions += [Remove(i, _exit_cause(i)) for i in insts if not i.running]
+
+
+def _create_when_due(
+    spec: ServerSpec,
+    prep: Prepared,
+    kind: RuntimeKind,
+    memory: Memory,
+    actions: list[Action],
+    wake: list[float],
+) -> None:
+    """Create the server's instance now, or once its restart backoff is over (``wake``)."""
+    due = memory.next_start.get(spec.name)
+    if due is not None and due > memory.now:
+        wake.append(due)
+    else:
+        actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
+
+
+def _live(insts: list[Instance], memory: Memory, actions: list[Action]) -> list[Instance]:
+    """The instances worth keeping; the others (exited, left over by a previous
+    controller, failed their probe) are removed."""
     live: list[Instance] = []
     for inst in insts:
         if not inst.running:
@@ -238,39 +284,50 @@ def _plan_enabled(
             actions.append(Remove(inst, "readiness probe failed"))
         else:
             live.append(inst)
+    return live
 
-    current = [i for i in live if i.runtime is kind and i.config_hash == config_hash]
-    stale = [i for i in live if not (i.runtime is kind and i.config_hash == config_hash)]
-    if current:
-        keep = _best(current, memory)
-        actions += [Remove(i, f"duplicate of {keep.instance_id}") for i in current if i is not keep]
-        retire = tuple(stale)
-        if keep.instance_id not in memory.owned:
-            actions.append(Adopt(keep, "labelled by this fleet, config unchanged", retire))
-        elif keep.instance_id not in memory.ready:
-            actions.append(Probe(keep, "not ready yet", retire))
-        else:
-            actions += [Remove(i, f"replaced by {keep.instance_id}") for i in stale]
-            if prep.on_demand and not stale:
-                _idle(spec, keep, memory, actions, wake)
-        return
 
-    due = memory.next_start.get(spec.name)
-    if due is not None and due > memory.now:
-        wake.append(due)
-        return
-    if stale:
-        old = _best(stale, memory)
-        actions += [Remove(i, f"superseded by {old.instance_id}") for i in stale if i is not old]
-        if old.runtime is not kind:
-            cause = f"runtime changed: {old.runtime.value} -> {kind.value}"
-        else:
-            cause = f"config changed: {short_hash(old.config_hash)} -> {short_hash(config_hash)}"
-        actions.append(Replace(spec, kind, old, cause))
-        return
-    if not should_run(spec, memory):
-        return  # what ran of it is gone; on demand and not wanted: stays cold
-    actions.append(Create(spec, kind, _start_cause(spec.name, prep, memory)))
+def _keep_one(
+    spec: ServerSpec,
+    prep: Prepared,
+    current: list[Instance],
+    stale: list[Instance],
+    memory: Memory,
+    actions: list[Action],
+    wake: list[float],
+) -> None:
+    """Instances of the current spec run: keep the best one (adopted or probed first, if
+    need be), remove its duplicates, and retire the stale ones once it is ready."""
+    keep = _best(current, memory)
+    actions += [Remove(i, f"duplicate of {keep.instance_id}") for i in current if i is not keep]
+    retire = tuple(stale)
+    if keep.instance_id not in memory.owned:
+        actions.append(Adopt(keep, "labelled by this fleet, config unchanged", retire))
+    elif keep.instance_id not in memory.ready:
+        actions.append(Probe(keep, "not ready yet", retire))
+    else:
+        actions += [Remove(i, f"replaced by {keep.instance_id}") for i in stale]
+        if prep.on_demand and not stale:
+            _idle(spec, keep, memory, actions, wake)
+
+
+def _replace_stale(
+    spec: ServerSpec,
+    config_hash: str,
+    kind: RuntimeKind,
+    stale: list[Instance],
+    memory: Memory,
+    actions: list[Action],
+) -> None:
+    """Only instances of an older spec (or another runtime) run: replace the best one,
+    remove the others."""
+    old = _best(stale, memory)
+    actions += [Remove(i, f"superseded by {old.instance_id}") for i in stale if i is not old]
+    if old.runtime is not kind:
+        cause = f"runtime changed: {old.runtime.value} -> {kind.value}"
+    else:
+        cause = f"config changed: {short_hash(old.config_hash)} -> {short_hash(config_hash)}"
+    actions.append(Replace(spec, kind, old, cause))
 
 
 def _start_cause(name: str, prep: Prepared, memory: Memory) -> str:

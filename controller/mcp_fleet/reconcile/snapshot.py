@@ -43,12 +43,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mcp_fleet.errors import Diagnostic, Severity
-from mcp_fleet.model import DesiredState, RuntimeKind
+from mcp_fleet.model import DesiredState, RuntimeKind, ServerSpec
 from mcp_fleet.reconcile.actions import Plan
 from mcp_fleet.reconcile.backoff import Health
 from mcp_fleet.reconcile.demand import is_per_client
 from mcp_fleet.reconcile.memory import InFlight, Memory, Tracker
-from mcp_fleet.reconcile.plan import prepare
+from mcp_fleet.reconcile.plan import Prepared, prepare
 from mcp_fleet.runtimes.base import Instance, ObservedState
 from mcp_fleet.status import (
     REASON_CONFIG_CHANGED,
@@ -248,106 +248,118 @@ def server_statuses(
         health = tracker.health.get(name) or Health()
         spec = desired.servers.get(name) if desired else None
         if spec is None:
-            st = ServerStatus(name, "absent", ServerState.STOPPING, "Orphaned", "being removed")
-            if desired is None:  # the planner touches nothing before the files load
-                st = ServerStatus(
-                    name, "absent", ServerState.UNKNOWN, "NotLoaded",
-                    "left alone until the fleet files load",
-                )  # fmt: skip
-            out.append(_with_instance(st, insts[0] if insts else None, health))
-            continue
-        flight = memory.in_flight.get(name)
-        if not spec.enabled:
-            if insts or flight is not None:  # Stopped means nothing runs: until then Stopping
-                st = ServerStatus(
-                    name, "disabled", ServerState.STOPPING, REASON_DISABLED, "being stopped"
-                )
-                out.append(_with_instance(st, insts[0] if insts else None, health))
-                continue
-            out.append(
-                ServerStatus(
-                    name, "disabled", ServerState.STOPPED, REASON_DISABLED, restarts=health.restarts
-                )
-            )
-            continue
-        prep = prepared[name]
-        placement, problem, config_hash = prep.placement, prep.problem, prep.config_hash
-        running = [i for i in insts if i.running]
-        ready = [i for i in running if i.instance_id in memory.ready]
-        if placement.kind is RuntimeKind.REMOTE and problem is None:
-            url = spec.entry.remote.url if spec.entry and spec.entry.remote else ""
-            out.append(
-                ServerStatus(
-                    name,
-                    "enabled",
-                    ServerState.READY,
-                    "Remote",
-                    url,
-                    runtime="remote",
-                    config_hash=config_hash[:12],
-                )
-            )
-            continue
-        if placement.kind is not None and placement.kind in blind and not ready:
-            out.append(
-                ServerStatus(
-                    name,
-                    "enabled",
-                    ServerState.UNKNOWN,
-                    REASON_RUNTIME_ERROR,
-                    blind[placement.kind],
-                    runtime=placement.kind.value,
-                )
-            )
-            continue
-        if ready:
-            best = next((i for i in ready if i.config_hash == config_hash), ready[0])
-            reason, message = REASON_INITIALIZED, ""
-            if problem is not None:
-                reason = problem[0]
-                message = f"{problem[1]} (the last good configuration keeps running)"
-            elif best.config_hash != config_hash:
-                reason = REASON_CONFIG_CHANGED
-                message = "runs the previous configuration"
-                if health.streak:
-                    message += f"; the new one failed: {health.last_message}"
-            st = ServerStatus(name, "enabled", ServerState.READY, reason, message)
-            out.append(_with_instance(st, best, health))
-            continue
-        if problem is not None:
-            out.append(
-                ServerStatus(
-                    name,
-                    "enabled",
-                    ServerState.FAILED,
-                    problem[0],
-                    problem[1],
-                    restarts=health.restarts,
-                    config_hash=config_hash[:12],
-                )
-            )
-            continue
-        if running:
-            st = ServerStatus(
-                name,
-                "enabled",
-                ServerState.STARTING,
-                REASON_STARTING,
-                "waiting for the MCP initialize answer",
-            )
-            out.append(_with_instance(st, running[0], health))
-            continue
-        if is_per_client(spec):  # the router runs its instances, one per client session
-            out.append(_per_client(name, health, placement.kind, config_hash))
-            continue
-        down = _down(name, health, tracker, memory, placement.kind, config_hash)
-        if flight is not None and flight.starts and down.state not in _KEPT_WHILE_RETRIED:
-            out.append(_starting(down, flight, memory))
-            continue
-        if prep.on_demand and name not in memory.demanded and down.state is ServerState.PENDING:
-            down = _cold(down, memory)
-        out.append(down)
+            out.append(_absent(name, insts, health, loaded=desired is not None))
+        elif not spec.enabled:
+            out.append(_disabled(name, insts, health, busy=name in memory.in_flight))
+        else:
+            view = _Enabled(spec, prepared[name], insts, health)
+            out.append(_enabled(view, blind, tracker, memory))
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Enabled:
+    """What the status of one enabled server is made from."""
+
+    spec: ServerSpec
+    prep: Prepared
+    insts: list[Instance]
+    health: Health
+
+
+def _absent(name: str, insts: list[Instance], health: Health, *, loaded: bool) -> ServerStatus:
+    """A server with instances but no registry entry: being removed (or, before the fleet
+    files have loaded, left alone)."""
+    st = ServerStatus(name, "absent", ServerState.STOPPING, "Orphaned", "being removed")
+    if not loaded:  # the planner touches nothing before the files load
+        st = ServerStatus(
+            name, "absent", ServerState.UNKNOWN, "NotLoaded",
+            "left alone until the fleet files load",
+        )  # fmt: skip
+    return _with_instance(st, insts[0] if insts else None, health)
+
+
+def _disabled(name: str, insts: list[Instance], health: Health, *, busy: bool) -> ServerStatus:
+    """A disabled server: Stopped once nothing runs (or flies) for it, else Stopping."""
+    if insts or busy:  # Stopped means nothing runs: until then Stopping
+        st = ServerStatus(name, "disabled", ServerState.STOPPING, REASON_DISABLED, "being stopped")
+        return _with_instance(st, insts[0] if insts else None, health)
+    return ServerStatus(
+        name, "disabled", ServerState.STOPPED, REASON_DISABLED, restarts=health.restarts
+    )
+
+
+def _enabled(
+    view: _Enabled, blind: Mapping[RuntimeKind, str], tracker: Tracker, memory: Memory
+) -> ServerStatus:
+    """An enabled server: remote, unobservable, ready, failed, starting or down."""
+    name, prep, health = view.spec.name, view.prep, view.health
+    placement, problem, config_hash = prep.placement, prep.problem, prep.config_hash
+    running = [i for i in view.insts if i.running]
+    ready = [i for i in running if i.instance_id in memory.ready]
+    if placement.kind is RuntimeKind.REMOTE and problem is None:
+        entry = view.spec.entry
+        url = entry.remote.url if entry and entry.remote else ""
+        return ServerStatus(
+            name, "enabled", ServerState.READY, "Remote", url, runtime="remote",
+            config_hash=config_hash[:12],
+        )  # fmt: skip
+    if placement.kind is not None and placement.kind in blind and not ready:
+        return ServerStatus(
+            name, "enabled", ServerState.UNKNOWN, REASON_RUNTIME_ERROR, blind[placement.kind],
+            runtime=placement.kind.value,
+        )  # fmt: skip
+    if ready:
+        return _ready(name, ready, problem, config_hash, health)
+    if problem is not None:
+        return ServerStatus(
+            name, "enabled", ServerState.FAILED, problem[0], problem[1],
+            restarts=health.restarts, config_hash=config_hash[:12],
+        )  # fmt: skip
+    if running:
+        st = ServerStatus(
+            name, "enabled", ServerState.STARTING, REASON_STARTING,
+            "waiting for the MCP initialize answer",
+        )  # fmt: skip
+        return _with_instance(st, running[0], health)
+    return _not_running(view, tracker, memory)
+
+
+def _ready(
+    name: str,
+    ready: list[Instance],
+    problem: tuple[str, str] | None,
+    config_hash: str,
+    health: Health,
+) -> ServerStatus:
+    """A server with a ready instance: of the current spec, or of the last good one."""
+    best = next((i for i in ready if i.config_hash == config_hash), ready[0])
+    reason, message = REASON_INITIALIZED, ""
+    if problem is not None:
+        reason = problem[0]
+        message = f"{problem[1]} (the last good configuration keeps running)"
+    elif best.config_hash != config_hash:
+        reason = REASON_CONFIG_CHANGED
+        message = "runs the previous configuration"
+        if health.streak:
+            message += f"; the new one failed: {health.last_message}"
+    st = ServerStatus(name, "enabled", ServerState.READY, reason, message)
+    return _with_instance(st, best, health)
+
+
+def _not_running(view: _Enabled, tracker: Tracker, memory: Memory) -> ServerStatus:
+    """A usable server with nothing running: per-client, being started, cold or down."""
+    name, prep, health = view.spec.name, view.prep, view.health
+    kind, config_hash = prep.placement.kind, prep.config_hash
+    if is_per_client(view.spec):  # the router runs its instances, one per client session
+        return _per_client(name, health, kind, config_hash)
+    down = _down(name, health, tracker, memory, kind, config_hash)
+    flight = memory.in_flight.get(name)
+    if flight is not None and flight.starts and down.state not in _KEPT_WHILE_RETRIED:
+        return _starting(down, flight, memory)
+    if prep.on_demand and name not in memory.demanded and down.state is ServerState.PENDING:
+        return _cold(down, memory)
+    return down
 
 
 def pending_lines(rest: Plan, memory: Memory) -> tuple[str, ...]:

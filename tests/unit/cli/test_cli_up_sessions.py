@@ -29,7 +29,7 @@ OPTION = "--max-session-instances"
 @pytest.fixture
 def router_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What each ``up`` gave ``Router``; the command stops right there."""
-    import mcp_fleet.router.router as router_module
+    import mcp_fleet.cli.up_app as up_app_module
     import mcp_fleet.router.serve as serve_module
 
     seen: list[dict[str, Any]] = []
@@ -41,7 +41,7 @@ def router_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     def plain_run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)  # without serve.run's process-wide gc tuning
 
-    monkeypatch.setattr(router_module, "Router", record)
+    monkeypatch.setattr(up_app_module, "Router", record)
     monkeypatch.setattr(serve_module, "run", plain_run)
     monkeypatch.delenv(ENV_MAX_INSTANCES, raising=False)
     return seen

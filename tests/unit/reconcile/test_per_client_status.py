@@ -17,10 +17,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from mcp_fleet.cli.up_controller import UpController, follow_sessions
+from mcp_fleet.cli.up_controller import UpHooks, follow_sessions
 from mcp_fleet.endpoints import EndpointTable
 from mcp_fleet.errors import Diagnostic
 from mcp_fleet.model import FleetFiles, Lifecycle, RuntimeKind, ServerSpec, SessionMode
+from mcp_fleet.reconcile.loop import Controller
 from mcp_fleet.reconcile.memory import Memory, Tracker
 from mcp_fleet.reconcile.snapshot import (
     ServerStatus,
@@ -148,25 +149,29 @@ def test_the_count_is_an_additive_key_of_the_status_file(tmp_path: Path) -> None
     assert back is not None and all(s.session_instances is None for s in back.servers)
 
 
-def up_controller(tmp_path: Path, counts: dict[str, int]) -> tuple[UpController, FakeRuntime]:
+def up_controller(
+    tmp_path: Path, counts: dict[str, int]
+) -> tuple[Controller, UpHooks, FakeRuntime]:
+    """A controller with ``up``'s hooks attached, the router's counts being ``counts``."""
     fake = FakeRuntime(fleet=FLEET)
     files = FleetFiles(home=tmp_path, catalogs=(), registry=tmp_path / "registry.yaml",
                        config=tmp_path / "c.yaml", tools=tmp_path / "t.yaml",
                        secrets=tmp_path / "s.env")  # fmt: skip
     state = desired(per_client(), spec("always"))
-    ctl = UpController(
-        files, {RuntimeKind.PROCESS: fake}, EndpointTable(), loader=lambda _f: state,
-        watch=False, sessions=lambda: counts,
-    )  # fmt: skip
-    return ctl, fake
+    ctl = Controller(
+        files, {RuntimeKind.PROCESS: fake}, EndpointTable(), loader=lambda _f: state, watch=False
+    )
+    hooks = UpHooks(sessions=lambda: counts)
+    hooks.attach(ctl)
+    return ctl, hooks, fake
 
 
 async def test_up_writes_the_routers_session_counts_once_per_pass(tmp_path: Path) -> None:
     counts = {"pc": 2}
-    ctl, fake = up_controller(tmp_path, counts)
+    ctl, hooks, fake = up_controller(tmp_path, counts)
     try:
         snap = await ctl.reconcile_once()
-        assert ctl.published.is_set() and snap.all_ready
+        assert hooks.published.is_set() and snap.all_ready
         assert [i.server for i in fake.running()] == ["always"]  # never a shared pc
         on_disk = read_status(ctl.status_file)
         assert on_disk is not None and on_disk == ctl.status() == snap
@@ -189,7 +194,7 @@ async def test_up_writes_the_routers_session_counts_once_per_pass(tmp_path: Path
 
 async def test_a_change_of_the_counts_wakes_the_loop(tmp_path: Path) -> None:
     counts: dict[str, int] = {}
-    ctl, _ = up_controller(tmp_path, counts)
+    ctl, _, _ = up_controller(tmp_path, counts)
     woken: list[float] = []
     ctl.wake = lambda: woken.append(1.0)  # type: ignore[method-assign]
     follower = asyncio.create_task(follow_sessions(ctl, lambda: counts, interval=0.01))
