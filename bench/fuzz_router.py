@@ -136,9 +136,9 @@ class Harness:
     """A router with the echo server behind it, and the two client-side entry points."""
 
     def __init__(self) -> None:
-        from mcp_fleet.sources.adhoc import AdhocFleet
         from mcp_fleet.router.frontend_http import HttpFrontend
         from mcp_fleet.router.router import Router
+        from mcp_fleet.sources.adhoc import AdhocFleet
 
         self.loop = asyncio.new_event_loop()
         self.fleet = AdhocFleet(stderr=asyncio.subprocess.DEVNULL)
