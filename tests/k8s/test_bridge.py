@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, log_of, start_bridge, stop, wait_ready
+from k8s_support import free_port, log_of, start_bridge, stop, wait_ready
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_fleet.bridge.serve import BridgeOptions, serve

@@ -15,7 +15,7 @@ import helm_python as helm
 import jsonschema
 import pytest
 import yaml
-from conftest import CHART, KUBE_VERSION
+from k8s_support import CHART, KUBE_VERSION
 from test_manifests import validate_k8s
 
 RELEASE = "mcp-fleet"

@@ -19,7 +19,7 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import pytest
 import yaml
-from conftest import CHART, CRD_FILE, EXAMPLES, KUBE_VERSION
+from k8s_support import CHART, CRD_FILE, EXAMPLES, KUBE_VERSION
 from mcp_fleet.kube.spec import MCPServerSpec, parse_spec
 from mcp_fleet.operator.k8s_plan import PlanOptions, ServerRef, plan_children
 from pydantic import BaseModel

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import kmock as kmock_lib
 import pytest
-from conftest import free_port, write_kubeconfig
+from k8s_support import free_port, write_kubeconfig
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_fleet.endpoints import EndpointTable, HttpEndpoint

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import kmock as kmock_lib
 import pytest
-from conftest import BRIDGE_CLI, write_kubeconfig
+from k8s_support import BRIDGE_CLI, write_kubeconfig
 from mcp_fleet.operator.handlers import OperatorConfig, make_settings
 from mcp_fleet.operator.k8s_plan import PlanOptions
 from mcp_fleet.operator.main import OperatorOptions, operate

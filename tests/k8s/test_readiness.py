@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import free_port
+from k8s_support import free_port
 from mcp_fleet.operator.k8s_plan import ServiceAddress
 from mcp_fleet.operator.readiness import cluster_url, mcp_probe
 

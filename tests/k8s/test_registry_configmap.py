@@ -22,7 +22,7 @@ from typing import Any
 import helm_python as helm
 import jsonschema
 import pytest
-from conftest import CHART, KUBE_VERSION, ROOT
+from k8s_support import CHART, KUBE_VERSION, ROOT
 from mcp_fleet.errors import FleetConfigError
 from mcp_fleet.kube.spec import parse_spec
 from mcp_fleet.operator.handlers import OperatorConfig, make_settings

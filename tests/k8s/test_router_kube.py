@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import httpx
 import kmock as kmock_lib
 import pytest
-from conftest import ROOT, free_port, start_bridge, stop, wait_ready, write_kubeconfig
+from k8s_support import ROOT, free_port, start_bridge, stop, wait_ready, write_kubeconfig
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
