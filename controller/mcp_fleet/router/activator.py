@@ -186,15 +186,6 @@ class ListCache:
         atomic_write(self.path(lists.server), orjson.dumps(doc), mode=0o600)
 
 
-def _same(a: ServerLists | None, b: ServerLists) -> bool:
-    return a is not None and (a.tools, a.prompts, a.resources, a.templates) == (
-        b.tools,
-        b.prompts,
-        b.resources,
-        b.templates,
-    )
-
-
 class Activator:
     """The router's on-demand servers: cold lists, waiting calls, activity (module docstring)."""
 
@@ -361,7 +352,8 @@ class Activator:
         sb = self._standby.get(server)
         if sb is None:
             return
-        unchanged = _same(sb.lists, lists) and sb.source in ("cache", "server")
+        same = sb.lists is not None and sb.lists.same_items(lists)
+        unchanged = same and sb.source in ("cache", "server")
         sb.lists, sb.source = lists, "server"
         if unchanged or self.cache is None:
             return

@@ -62,10 +62,13 @@ class ClientHub:
     def backends(self) -> list[BackendSession]:
         raise NotImplementedError
 
-    def _schedule_refresh(self, backend: BackendSession, kinds: tuple[Kind, ...]) -> None:
+    def lists_changed(self, backend: BackendSession, kinds: tuple[Kind, ...]) -> None:
+        """``backend`` said these lists changed: read them again."""
         raise NotImplementedError
 
-    async def _restore_client_state(self, backend: BackendSession) -> None:
+    # -- backends ------------------------------------------------------------------
+
+    async def restore_client_state(self, backend: BackendSession) -> None:
         """Give a (re-)attached backend the log level and subscriptions clients hold."""
         calls: list[Awaitable[JsonObject]] = []
         level = self._log_level_for(backend.name)
@@ -177,7 +180,7 @@ class ClientHub:
                     if session.sees(backend.name):
                         session.channel.send(data)
         elif method in REFRESH_ON:
-            self._schedule_refresh(backend, REFRESH_ON[method])
+            self.lists_changed(backend, REFRESH_ON[method])
         elif method == "notifications/cancelled":
             rid = params.get("requestId") if isinstance(params, dict) else None
             target = backend.server_requests.pop(rid, None) if jsonrpc.valid_id(rid) else None

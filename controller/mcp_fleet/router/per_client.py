@@ -53,7 +53,8 @@ from mcp_fleet.endpoints import EndpointEntry, HttpEndpoint
 from mcp_fleet.model import ServerSpec, SessionMode
 from mcp_fleet.router import jsonrpc
 from mcp_fleet.router.activator import DEFAULT_ACTIVATION_TIMEOUT, ListCache, catalog_tools
-from mcp_fleet.router.attach import LIST_KINDS, connect_endpoint, failure_reason, fetch_list
+from mcp_fleet.router.attach import connect_endpoint, failure_reason
+from mcp_fleet.router.attachment import read_lists
 from mcp_fleet.router.backend import BackendError, BackendSession
 from mcp_fleet.router.clients import NEEDS, REFRESH_ON, ClientHub
 from mcp_fleet.router.jsonrpc import JsonObject
@@ -325,27 +326,14 @@ class PerClient:
             self._end(lease, "lists read")
 
     async def _learn(self, rec: _Server, backend: BackendSession) -> None:
-        fetched = {
-            kind: await fetch_list(backend, kind, timeout=self.attach_timeout)
-            for kind in LIST_KINDS
-        }
+        lists = await read_lists(backend, timeout=self.attach_timeout)
         name = rec.spec.name
-        lists = ServerLists(
-            server=name,
-            tools=fetched["tools"],
-            prompts=fetched["prompts"],
-            resources=fetched["resources"],
-            templates=fetched["resourceTemplates"],
-        )
         rec.fresh = True
         if self._servers.get(name) is not rec:
             return
         old = rec.lists
         rec.lists, rec.source = lists, "server"
-        same = old is not None and (old.tools, old.prompts, old.resources, old.templates) == (
-            lists.tools, lists.prompts, lists.resources, lists.templates,
-        )  # fmt: skip
-        if not same:
+        if old is None or not old.same_items(lists):
             self._changed()
         if self.cache is not None:
             cache, config_hash = self.cache, rec.spec.config_hash()
@@ -367,10 +355,7 @@ class PerClient:
         if lease is None:
             rec = self._servers.get(server)
             if rec is None:
-                raise BackendError(
-                    server, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not connected",
-                    data={"server": server, "reason": "not connected"},
-                )  # fmt: skip
+                raise _not_connected(server)
             if session.closed or self._closed:
                 raise _unavailable(server, "the client session has ended")
             lease = self._open(rec, session)
@@ -380,20 +365,9 @@ class PerClient:
     def _open(self, rec: _Server, session: RouterSession | None) -> _Lease:
         server = rec.spec.name
         if self.launcher is None and rec.endpoint is None:
-            raise BackendError(
-                server, jsonrpc.BACKEND_UNAVAILABLE,
-                f"server {server!r} runs one instance per client session: {NEEDS_UP}",
-                data={"server": server, "reason": NEEDS_UP},
-            )  # fmt: skip
+            raise _needs_up(server)
         if session is not None and self._session_instances() >= self.max_instances:
-            raise BackendError(
-                server, LIMITED,
-                f"server {server!r} runs one instance per client session, and"
-                f" {self.max_instances} per-client instances already run (the limit);"
-                " end a session or raise the limit",
-                data={"server": server, "reason": "per-client instance limit", "status": 429,
-                      "limit": "max-session-instances", "max": self.max_instances},
-            )  # fmt: skip
+            raise _over_limit(server, self.max_instances)
         ready: asyncio.Future[BackendSession] = asyncio.get_running_loop().create_future()
         ready.add_done_callback(_retrieve)
         lease = _Lease(server, instance_name(server), session, ready)
@@ -418,13 +392,7 @@ class PerClient:
                 await backend.start(timeout=self.attach_timeout)
                 await self._restore(lease, backend)
         except Exception as exc:
-            reason = f"did not start within {self.timeout:g} s"
-            if not isinstance(exc, TimeoutError):
-                reason = failure_reason(exc)
-            if lease.instance is not None:
-                words = await lease.instance.last_words()
-                if words and words not in reason:
-                    reason += f" (its last words: {words})"
+            reason = await _why_failed(exc, lease.instance, self.timeout)
             log.warning("server %s: per-client instance %s failed: %s", server, lease.name, reason)
             self._fail(
                 lease, backend, _unavailable(server, f"per-client instance failed: {reason}")
@@ -565,6 +533,44 @@ class PerClient:
             await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if self.launcher is not None:
             await self.launcher.aclose()
+
+
+async def _why_failed(exc: Exception, instance: SessionInstance | None, timeout: float) -> str:
+    """Why an instance did not start, with its last words when it left some."""
+    reason = f"did not start within {timeout:g} s"
+    if not isinstance(exc, TimeoutError):
+        reason = failure_reason(exc)
+    if instance is not None:
+        words = await instance.last_words()
+        if words and words not in reason:
+            reason += f" (its last words: {words})"
+    return reason
+
+
+def _not_connected(server: str) -> BackendError:
+    return BackendError(
+        server, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not connected",
+        data={"server": server, "reason": "not connected"},
+    )  # fmt: skip
+
+
+def _needs_up(server: str) -> BackendError:
+    return BackendError(
+        server, jsonrpc.BACKEND_UNAVAILABLE,
+        f"server {server!r} runs one instance per client session: {NEEDS_UP}",
+        data={"server": server, "reason": NEEDS_UP},
+    )  # fmt: skip
+
+
+def _over_limit(server: str, max_instances: int) -> BackendError:
+    return BackendError(
+        server, LIMITED,
+        f"server {server!r} runs one instance per client session, and"
+        f" {max_instances} per-client instances already run (the limit);"
+        " end a session or raise the limit",
+        data={"server": server, "reason": "per-client instance limit", "status": 429,
+              "limit": "max-session-instances", "max": max_instances},
+    )  # fmt: skip
 
 
 def _unavailable(server: str, reason: str) -> BackendError:

@@ -3,9 +3,15 @@
 A frontend (stdio, streamable HTTP, legacy SSE) turns bytes from one client
 into ``RouterSession.handle`` calls and gives the session a ``ClientChannel``
 to answer through. The session answers what the router knows itself
-(initialize, ping, the aggregated lists with pagination) and forwards the rest
-to the backend that owns the name or URI, rewriting the name back to the
-server's own and the request id to the backend's.
+(initialize, ping, the aggregated lists with pagination: ``listing``) and
+forwards the rest to the backend that owns the name or URI, rewriting the
+name back to the server's own and the request id to the backend's. All it
+uses of the router is ``SessionHost``.
+
+Every ``tools/call``, ``prompts/get`` and ``resources/read`` passes the
+session's ``admission`` (the gateway's policy, ``_admitted``) once routed,
+right before it is forwarded or held for its server to start; a call held
+until its name is routed passes it when it is handled again.
 
 ``handle`` never awaits: forwarding writes to the backend without waiting, the
 reply comes back through ``reply`` from the backend's reader. The few requests
@@ -23,12 +29,13 @@ gate also holds ``initialize`` itself). Known names never take this path.
 
 Per-client state lives here: the negotiated protocol version and client
 capabilities (which decide who may receive sampling or elicitation
-requests), the log level, calls in flight (so ``notifications/cancelled``
-reaches the right backend with the right id), calls waiting for an
-on-demand server to start (a task each, cancelled with the call) and
-server-to-client requests awaiting this client's answer. When the client
-goes away (``close``), each call still in flight is cancelled at its
-backend with ``notifications/cancelled`` under the backend's id.
+requests), the log level, and what is outstanding each way (``outstanding``):
+calls in flight (so ``notifications/cancelled`` reaches the right backend
+with the right id), calls held until their server starts or their name is
+routed (a task each, cancelled with the call) and server-to-client requests
+awaiting this client's answer. When the client goes away (``close``), each
+call still in flight is cancelled at its backend with
+``notifications/cancelled`` under the backend's id.
 
 A session may carry the gateway's ``Identity`` of its client: messages that
 belong to no call of the client (log messages, resource updates, other
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -53,7 +61,9 @@ from mcp_fleet.router.jsonrpc import (
     JsonObject,
     RequestId,
 )
-from mcp_fleet.router.table import Kind, RoutingTable
+from mcp_fleet.router.listing import LIST_METHODS, InvalidCursor, list_page
+from mcp_fleet.router.outstanding import ClientCalls, Rehandle, ServerRequests
+from mcp_fleet.router.table import RoutingTable
 
 if TYPE_CHECKING:
     from mcp_fleet.gateway.identity import Identity
@@ -71,14 +81,6 @@ LOG_LEVELS: Final = (
     "emergency",
 )
 LOG_RANK: Final = {name: i for i, name in enumerate(LOG_LEVELS)}
-
-_LISTS: Final[dict[str, Kind]] = {
-    "tools/list": "tools",
-    "prompts/list": "prompts",
-    "resources/list": "resources",
-    "resources/templates/list": "resourceTemplates",
-}
-_CURSOR_PREFIX: Final = "mcp-fleet:"
 
 
 class ClientChannel(Protocol):
@@ -173,13 +175,14 @@ class RouterSession:
         self.admission: CallAdmission | None = None
         #: Minimum level of log messages this client wants (None: all, nothing set).
         self.log_level: str | None = None
+        #: Calls in flight at a backend or held before it (``outstanding``).
+        self.calls = ClientCalls(self)
         #: Calls forwarded and not answered yet: client id -> (backend, backend id).
-        self.inflight: dict[RequestId, tuple[BackendSession, int]] = {}
-        #: Calls waiting for a cold on-demand server to start: client id -> task.
-        self.waiting: dict[RequestId, asyncio.Task[None]] = {}
-        #: Server-to-client requests sent to this client: our id -> (backend, backend's id).
-        self.outgoing: dict[int, tuple[BackendSession, RequestId]] = {}
-        self._next_outgoing = 0
+        self.inflight = self.calls.inflight
+        #: Calls held before they are forwarded: client id -> task.
+        self.waiting = self.calls.waiting
+        #: Server-to-client requests sent to this client and not answered yet.
+        self.outgoing = ServerRequests(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Callable[[RequestId, JsonObject], None]] = {
             "initialize": self._initialize,
@@ -192,7 +195,7 @@ class RouterSession:
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
         }
-        for method in _LISTS:
+        for method in LIST_METHODS:
             self._handlers[method] = self._list
 
     # -- input ---------------------------------------------------------------
@@ -211,7 +214,7 @@ class RouterSession:
         method = msg.get("method")
         mid = msg.get("id")
         if method is None:
-            self._on_response(msg, mid)
+            self.outgoing.answer(mid, msg)
             return
         if type(method) is not str:
             self._error(
@@ -234,7 +237,7 @@ class RouterSession:
         if handler is None:
             self._error(mid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
             return
-        if mid in self.inflight or mid in self.waiting:
+        if mid in self.calls:
             # Its answer could not be told from the other call's, nor could a cancel. Not
             # sent as the final answer to ``mid``: that is the other call's, and its end
             # (its permit, its audit line) must not be taken by this refusal.
@@ -253,7 +256,7 @@ class RouterSession:
 
     def reply(self, client_id: RequestId, data: bytes) -> None:
         """A backend's final response to a forwarded call (``CallSink``)."""
-        self.inflight.pop(client_id, None)
+        self.calls.answered(client_id)
         self.channel.send(data, related=client_id, final=True)
 
     def progress(self, client_id: RequestId, data: bytes) -> None:
@@ -274,8 +277,9 @@ class RouterSession:
     def _error(self, mid: RequestId | None, code: int, message: str, *, data: Any = None) -> None:
         self.channel.send(jsonrpc.error(mid, code, message, data=data), related=mid, final=True)
 
-    def _error_obj(self, mid: RequestId, err: JsonObject) -> None:
-        data = jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": err})
+    def error_response(self, mid: RequestId, error: JsonObject) -> None:
+        """Answer ``mid`` with the JSON-RPC error object ``error`` (``CallOwner``)."""
+        data = jsonrpc.dumps({"jsonrpc": "2.0", "id": mid, "error": error})
         self.channel.send(data, related=mid, final=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -311,102 +315,42 @@ class RouterSession:
         self._answer_list(mid, msg)
 
     def _answer_list(self, mid: RequestId, msg: JsonObject) -> None:
-        kind = _LISTS[msg["method"]]
-        items = self.router.table.items(kind)
         cursor = (msg.get("params") or {}).get("cursor")
-        start = 0
-        if cursor is not None:
-            if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
-                self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
-                return
-            digits = cursor[len(_CURSOR_PREFIX) :]
-            if not (digits.isascii() and digits.isdigit()):  # no sign, no spaces, no "_"
-                self._error(mid, jsonrpc.INVALID_PARAMS, f"Invalid cursor: {cursor!r}")
-                return
-            start = int(digits)
-        size = self.router.page_size
-        page = items[start : start + size]
-        result: JsonObject = {kind: page}
-        if start + size < len(items):
-            result["nextCursor"] = f"{_CURSOR_PREFIX}{start + size}"
-        self._result(mid, result)
+        try:
+            page = list_page(self.router.table, msg["method"], cursor, self.router.page_size)
+        except InvalidCursor as exc:
+            self._error(mid, jsonrpc.INVALID_PARAMS, str(exc))
+            return
+        self._result(mid, page)
 
     # -- requests forwarded to a backend --------------------------------------------
 
     def _forward(self, server: str, mid: RequestId, msg: JsonObject) -> None:
+        """Forward an admitted call to ``server``'s backend for this session; when none runs
+        but a call starts one (on demand, per client), hold the call until it runs."""
         backend = self.router.backend_for(self, server)
-        if backend is None:
-            if self.router.starts_on_call(server):
-                self._forward_when_started(server, mid, msg)
-                return
+        if backend is not None:
+            self.calls.forward(backend, mid, msg)
+        elif self.router.starts_on_call(server):
+            started = functools.partial(self.router.wait_backend, self, server)
+            self.calls.forward_when_started(mid, msg, started)
+        else:
             self._error(
                 mid,
                 jsonrpc.BACKEND_UNAVAILABLE,
                 f"server {server!r} is not connected",
                 data={"server": server, "reason": "not connected"},
             )
-            return
-        self._forward_to(backend, mid, msg)
-
-    def _forward_to(self, backend: BackendSession, mid: RequestId, msg: JsonObject) -> None:
-        try:
-            bid = backend.forward(self, mid, msg)
-        except BackendError as exc:
-            self._error_obj(mid, exc.to_error())
-            return
-        self.inflight[mid] = (backend, bid)
-
-    def _forward_when_started(self, server: str, mid: RequestId, msg: JsonObject) -> None:
-        """Hold a call until its backend runs (a cold on-demand server, or this session's
-        first call of a per-client server), then forward it."""
-
-        async def wait_then_forward() -> None:
-            try:
-                backend = await self.router.wait_backend(self, server)
-            except BackendError as exc:
-                self._error_obj(mid, exc.to_error())
-                return
-            if not self.closed:
-                self._forward_to(backend, mid, msg)
-
-        self._hold(mid, wait_then_forward())
-
-    def _hold(self, mid: RequestId, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` for the call ``mid`` as a task a cancel of the call cancels."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        self.waiting[mid] = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if self.waiting.get(mid) is t:
-                del self.waiting[mid]
-
-        task.add_done_callback(done)
 
     def _held_until_routed(
-        self,
-        mid: RequestId,
-        msg: JsonObject,
-        known: Callable[[], bool],
-        handler: Callable[..., None],
+        self, mid: RequestId, msg: JsonObject, known: Callable[[], bool], handler: Rehandle
     ) -> bool:
         """A name nobody offers yet, while it may still appear: hold the call until it is
         routed or nothing more can come (bounded), then handle it again. True when held."""
         if not self.router.may_attach_soon():
             return False
-
-        async def when_routed() -> None:
-            await self.router.wait_routable(known)
-            if self.closed:
-                return
-            try:
-                handler(mid, msg, held=True)
-            except Exception:  # as in ``handle_message``: the request fails, not the session
-                log.exception("failed to handle %s from a client", msg.get("method"))
-                self._error(mid, jsonrpc.INTERNAL_ERROR, f"Internal error handling {msg['method']}")
-
-        self._hold(mid, when_routed())
+        routed = functools.partial(self.router.wait_routable, known)
+        self.calls.handle_when_routed(mid, msg, routed, handler)
         return True
 
     def _call_tool(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
@@ -435,7 +379,7 @@ class RouterSession:
         refusal = admission.admit_call(mid, msg["method"], server, tool, msg)
         if refusal is None:
             return True
-        self._error_obj(mid, refusal)
+        self.error_response(mid, refusal)
         return False
 
     def _get_prompt(self, mid: RequestId, msg: JsonObject, *, held: bool = False) -> None:
@@ -523,7 +467,7 @@ class RouterSession:
         try:
             result = await work
         except BackendError as exc:
-            self._error_obj(mid, exc.to_error())
+            self.error_response(mid, exc.to_error())
             return
         self._result(mid, result)
 
@@ -535,37 +479,13 @@ class RouterSession:
             self.initialized = True
         elif method == "notifications/cancelled":
             rid = params.get("requestId") if isinstance(params, dict) else None
-            entry = self.inflight.pop(rid, None) if jsonrpc.valid_id(rid) else None
-            held = self.waiting.pop(rid, None) if jsonrpc.valid_id(rid) else None
-            if held is not None:
-                held.cancel()  # still waiting for its server: it never reaches it
-            if entry is not None:
-                backend, bid = entry
+            if jsonrpc.valid_id(rid):
                 reason = params.get("reason") if isinstance(params, dict) else None
-                backend.cancel(bid, reason if isinstance(reason, str) else None)
+                self.calls.cancel(rid, reason if isinstance(reason, str) else None)
         elif method == "notifications/roots/list_changed":
             self.router.roots_changed(self)
         elif method == "notifications/progress":
-            self._client_progress(params)
-
-    def _client_progress(self, params: Any) -> None:
-        """Progress the client reports on a server-to-client request (token passed as is)."""
-        if not isinstance(params, dict):
-            return
-        for backend, _ in {id(b): (b, r) for b, r in self.outgoing.values()}.values():
-            backend.notify("notifications/progress", params)
-
-    def _on_response(self, msg: JsonObject, mid: Any) -> None:
-        entry = self.outgoing.pop(mid, None) if type(mid) is int else None
-        if entry is None:
-            return
-        backend, backend_id = entry
-        if "result" not in msg and not isinstance(msg.get("error"), dict):
-            backend.respond_error(
-                backend_id, jsonrpc.INTERNAL_ERROR, "client sent an invalid response"
-            )
-            return
-        backend.respond(backend_id, msg)
+            self.outgoing.progress(params)
 
     # -- server-to-client traffic -----------------------------------------------------
 
@@ -587,17 +507,12 @@ class RouterSession:
         self, backend: BackendSession, msg: JsonObject, *, related: RequestId | None
     ) -> None:
         """Send the backend's request ``msg`` to this client under an id of ours."""
-        self._next_outgoing += 1
-        rid = self._next_outgoing
-        backend_id = msg["id"]
-        self.outgoing[rid] = (backend, backend_id)
-        backend.server_requests[backend_id] = (self, rid, related)
-        msg["id"] = rid
+        self.outgoing.add(backend, msg, related)
         self.send_raw(msg, related=related)
 
     def cancel_outgoing(self, rid: int, reason: Any) -> None:
         """The backend gave up on a request it sent to this client."""
-        if self.outgoing.pop(rid, None) is None:
+        if not self.outgoing.drop(rid):
             return
         params: JsonObject = {"requestId": rid}
         if isinstance(reason, str):
@@ -611,12 +526,8 @@ class RouterSession:
         if self.closed:
             return
         self.closed = True
-        for backend, bid in self.inflight.values():
-            backend.cancel(bid, "client disconnected")
-        self.inflight.clear()
-        for backend, backend_id in self.outgoing.values():
-            backend.respond_error(backend_id, jsonrpc.INTERNAL_ERROR, "client disconnected")
-        self.outgoing.clear()
+        self.calls.close()
+        self.outgoing.close()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(Exception):

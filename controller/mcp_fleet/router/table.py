@@ -57,6 +57,12 @@ class ServerLists:
     #: tools.yaml allow-list (None: every tool).
     tools_allow: tuple[str, ...] | None = None
 
+    def same_items(self, other: ServerLists) -> bool:
+        """Do both offer the same tools, prompts, resources and templates (naming aside)?"""
+        return (self.tools, self.prompts, self.resources, self.templates) == (
+            other.tools, other.prompts, other.resources, other.templates,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Rename:
