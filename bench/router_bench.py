@@ -315,6 +315,9 @@ def router_target(backend: list[str], transport: str) -> Target:
         "http",
         [*args, "--transport", "streamable-http", "--port", str(port)],
         port=port,
+        # The bench is one client address holding 1,000 calls on 1,000 connections, past
+        # the per-address cap a shared gateway keeps by default (512).
+        env={"MCP_FLEET_MAX_CONNECTIONS_PER_CLIENT": "4096"},
     )
 
 
