@@ -41,7 +41,9 @@ RouterEvent = Literal["attached", "detached", "failed", "renamed"]
 
 def backoff(failures: int) -> float:
     """Seconds to wait before the next attach after ``failures`` failures in a row."""
-    return min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2.0 ** (failures - 1))
+    # The exponent is capped: 2.0 ** 1024 overflows (after ~8 hours of failures), and
+    # 2 ** 64 is past any maximum anyway.
+    return min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2.0 ** min(failures - 1, 64))
 
 
 @dataclass

@@ -367,3 +367,10 @@ async def test_closing_detaches_everything_and_holds_nothing() -> None:
         assert backend is not None and backend.closed
         assert not fleet.table.held("s", "a")
         assert ("detached", "s", "router stopped") in fleet.events
+
+
+def test_the_backoff_stays_at_its_maximum_after_any_number_of_failures() -> None:
+    from mcp_fleet.router.attachment import RETRY_MAX_SECONDS, backoff
+
+    assert backoff(1) < backoff(2) <= RETRY_MAX_SECONDS
+    assert backoff(1_025) == backoff(1_000_000) == RETRY_MAX_SECONDS  # 2.0 ** 1024 overflowed
