@@ -20,7 +20,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -35,6 +34,7 @@ from mcp_fleet.runtimes.base import Instance, Runtime
 from mcp_fleet.runtimes.select import build_runtimes
 from mcp_fleet.status import REASON_IDLE, ServerState
 from router_support import ECHO, http_client, text_of, tool_names
+from support import until
 from testbed_images import SERVERS_IMAGE
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -115,14 +115,6 @@ def make_home(tmp_path: Path, kind: RuntimeKind, marker: str) -> Path:
     (home / "catalogs" / "od.yaml").write_text(catalog(kind, marker))
     (home / "registry.yaml").write_text("registry:\n  od: {}\n")
     return home
-
-
-async def until(check: Callable[[], Any], *, within: float = 30.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {within} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def cold(f: Fleet) -> bool:
