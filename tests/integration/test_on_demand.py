@@ -143,8 +143,10 @@ async def scenario(f: Fleet, running: Callable[[], int]) -> None:
 
         # The first call starts it, waits, and succeeds.
         assert text_of(await session.call_tool("echo", {"text": "hello"})) == "hello"
-        assert f.state() == (ServerState.READY, "Initialized") and running() == 1
-        assert f.starts == ["od"]
+        assert running() == 1 and f.starts == ["od"]
+        # The pass publishes the endpoint (the call goes on at once), then the status.
+        ready = (ServerState.READY, "Initialized")
+        await until(lambda: f.state() == ready, within=10, what="status Ready after the call")
 
         # Idle for IDLE seconds: scaled to zero, still listed, no list_changed.
         await until(lambda: f.router.backend("od") is not None, what="attached")
