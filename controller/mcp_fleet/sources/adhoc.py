@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +98,7 @@ class AdhocFleet:
             stderr=self._stderr,
             env=self._env,
             limit=MAX_MESSAGE_BYTES,
+            start_new_session=True,  # a group of its own: its stop takes a wrapper's children
         )
         assert proc.stdin is not None and proc.stdout is not None
         server = AdhocServer(spec, proc, NewlineStream(proc.stdout, proc.stdin))
@@ -129,21 +132,24 @@ class AdhocFleet:
 
 
 async def _stop(proc: asyncio.subprocess.Process, *, grace: float = 0.5) -> None:
-    if proc.returncode is not None:
-        return
-    if proc.stdin is not None:
-        with contextlib.suppress(Exception):
-            proc.stdin.close()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=grace)
-        return
-    except TimeoutError:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=grace)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    """End a server: EOF first (a stdio server exits on it), then SIGTERM, then SIGKILL to
+    its whole process group, so what a wrapper (``sh -c ...``) started goes with it."""
+    if proc.returncode is None:
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=grace)
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=grace)
+        except TimeoutError:
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    _signal_group(proc.pid, signal.SIGTERM)  # whatever the server left behind in its group
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
