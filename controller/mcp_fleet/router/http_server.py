@@ -57,333 +57,79 @@ still sends is read and dropped for ``LINGER_SECONDS`` (a lingering close),
 so that the refusal reaches it rather than a connection reset. A client that
 closes its side (EOF) is gone: what it still waits for is cancelled (see
 ``eof_received``). One watchdog task per server checks the deadlines every
-second, so a request costs a clock read rather than a timer.
+second, so a request costs a clock read rather than a timer. Each refusal
+(and each 503 to a connection over a cap, or closed to make room while its
+request was arriving) is reported once, with its status, to ``on_refused``
+(the gateway counts them as rejections).
 
 A closed connection is freed by reference counting alone: it lets go of
 its parser (which refers back to it), buffers and queue, so neither the
 router's frozen, rarely collected heap nor a stream of hostile clients can
 pile closed connections up.
+
+The server is four modules, one job each: this one is the connection
+(``HttpConnection``: parsing, requests and answers in order, refusals) and
+``start_server``; ``http_messages`` is what a handler sees (``Request``,
+``Responder``, ``Refusal``; re-exported here); ``http_head`` collects a
+request's head within its limits; ``http_limits`` holds the limits, the
+connection accounting and the watchdog (the deadlines, the choice of whom to
+close at a cap). The parser calls the head's collectors directly, so the
+split costs the common request no extra call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import ipaddress
 import logging
-import resource
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, cast
 
 import httptools
 
+from mcp_fleet.router.http_head import HeadReader
+from mcp_fleet.router.http_limits import (
+    FD_RESERVE,
+    HEAD_TIMEOUT_SECONDS,
+    IDLE_TIMEOUT_SECONDS,
+    LINGER_SECONDS,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_PEER,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
+    REQUEST_TIMEOUT_SECONDS,
+    ConnectionTable,
+    Limits,
+    accept_backlog,
+    peer_key,
+    start_watchdog,
+)
+from mcp_fleet.router.http_messages import Handler, Refusal, Request, Responder, Screen
+
+__all__ = [
+    "Handler",
+    "HttpConnection",
+    "OnRefused",
+    "Refusal",
+    "Request",
+    "Responder",
+    "Screen",
+    "start_server",
+]
+
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES: Final = 64 * 1024 * 1024
-#: Seconds a request may take to arrive whole, from its first byte (slow-client guard).
-REQUEST_TIMEOUT_SECONDS: Final = 30.0
-#: Seconds a request's head (request line and headers) may take, from its first byte; for
-#: a new connection, from when it opened (a silent connection is closed this soon).
-HEAD_TIMEOUT_SECONDS: Final = 10.0
-#: Seconds a keep-alive connection may wait with nothing in flight before it is closed.
-IDLE_TIMEOUT_SECONDS: Final = 60.0
-#: Header lines in one request, at most.
-MAX_HEADER_COUNT: Final = 100
-#: Bytes of one request's head (request line and headers), at most.
-MAX_HEADER_BYTES: Final = 64 * 1024
-#: Request bodies held at once across all connections (at least twice ``max_body_bytes``).
-MAX_BUFFERED_BYTES: Final = 256 * 1024 * 1024
-#: Connections at once, at most (lower when the descriptor limit says so).
-MAX_CONNECTIONS: Final = 4096
-#: Connections at once from one address (IPv6: one /64).
-MAX_CONNECTIONS_PER_PEER: Final = 512
-#: Descriptors left to the rest of the process (at least; a quarter of the limit when more).
-FD_RESERVE: Final = 256
-#: What ``raise_fd_limit`` raises the soft descriptor limit to (at most the hard limit).
-FD_LIMIT_TARGET: Final = 65536
-#: Seconds a refused client is still read from (and its bytes dropped) after the refusal,
-#: so that the refusal reaches it rather than a reset (a "lingering close", as nginx does).
-LINGER_SECONDS: Final = 2.0
-#: Bytes queued towards a client before a streamed response is cut off.
-MAX_WRITE_BUFFER: Final = 64 * 1024 * 1024
-_REASONS: Final = {
-    200: b"OK",
-    202: b"Accepted",
-    204: b"No Content",
-    303: b"See Other",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    406: b"Not Acceptable",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    413: b"Payload Too Large",
-    414: b"URI Too Long",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
-}
+#: Hears the status of each answer the server gives on its own (see the module docstring).
+OnRefused = Callable[[int], None]
+
 _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"retry-after: 1\r\ncontent-length: 41\r\nconnection: close\r\n\r\n"
     b"Service Unavailable: too many connections"
 )
-
-
-@dataclass(slots=True)
-class Request:
-    """One parsed HTTP request."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes = b""
-    keep_alive: bool = True
-    #: What the server's ``screen`` attached to the request (e.g. the caller's identity).
-    context: Any = None
-
-
-class Refusal(Protocol):
-    """An answer a ``screen`` gives instead of letting a request through."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-    @property
-    def body(self) -> bytes: ...
-
-
-@dataclass(slots=True, eq=False)
-class Responder:
-    """Writes the answer to one request: whole, or as a stream of chunks."""
-
-    _conn: HttpConnection
-    keep_alive: bool
-    started: bool = False
-    finished: bool = False
-    streaming: bool = False
-    #: Called once if the answer will never be finished: the client went away first, or
-    #: the handler failed (answered 500), so whoever waits to answer can let go. Emptied
-    #: once the answer is finished (a callback that refers to its responder is no cycle).
-    on_close: list[Callable[[], None]] = field(default_factory=list)
-    #: The answer to a HEAD request: its head only (with the body's ``content-length``).
-    head_only: bool = False
-
-    @property
-    def closed(self) -> bool:
-        return self.finished or self._conn.lost
-
-    def abandon(self) -> None:
-        """Run (and drop) the ``on_close`` callbacks: nobody will finish this answer."""
-        callbacks, self.on_close = self.on_close, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("close callback failed")
-
-    def respond(
-        self, status: int, headers: list[tuple[bytes, bytes]] | tuple[()] = (), body: bytes = b""
-    ) -> None:
-        """Send a complete response (with ``content-length``)."""
-        if self.started:
-            return
-        self.started = self.finished = True
-        self.on_close.clear()
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
-        for name, value in headers:
-            head.append(name + b": " + value + b"\r\n")
-        head.append(b"content-length: %d\r\n" % len(body))
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
-        if self.head_only:
-            body = b""  # a body after the head would be read as the next response
-        self._conn.write(b"".join(head) + body if len(body) < 65536 else b"".join(head))
-        if len(body) >= 65536:
-            self._conn.write(body)
-        self._conn.response_done(self)
-
-    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Begin a streamed (chunked) response."""
-        if self.started:
-            return
-        self.started = self.streaming = True
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Status"))]
-        for name, value in headers:
-            head.append(name + b": " + value + b"\r\n")
-        head.append(b"transfer-encoding: chunked\r\n\r\n")
-        self._conn.write(b"".join(head))
-
-    def write(self, data: bytes) -> None:
-        """One chunk of a streamed response; a client that stopped reading is cut off."""
-        if not self.streaming or self.finished or not data:
-            return
-        self._conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
-        if self._conn.buffered() > MAX_WRITE_BUFFER:
-            log.warning("client is not reading its event stream; closing the connection")
-            self._conn.abort()
-
-    def end(self) -> None:
-        """Finish a streamed response."""
-        if not self.streaming or self.finished:
-            return
-        self.finished = True
-        self.on_close.clear()
-        self._conn.write(b"0\r\n\r\n")
-        self._conn.response_done(self)
-
-
-Handler = Callable[[Request, Responder], None]
-#: Sees each request once its head is whole (``body`` still empty): returns a refusal to
-#: answer instead (the body is then read and dropped), or None to let it through, having
-#: set ``request.context`` if it likes.
-Screen = Callable[[Request], Refusal | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one server lets its clients hold (see the module docstring)."""
-
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_header_count: int = MAX_HEADER_COUNT
-    max_header_bytes: int = MAX_HEADER_BYTES
-    #: None: ``MAX_BUFFERED_BYTES``, or twice ``max_body_bytes`` when that is more.
-    max_buffered_bytes: int | None = None
-    max_connections: int = MAX_CONNECTIONS
-    max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER
-    fd_reserve: int = FD_RESERVE
-
-
-def _reserve(soft: int, reserve: int) -> int:
-    return max(reserve, soft // 4)
-
-
-def connection_cap(maximum: int, reserve: int = FD_RESERVE) -> int:
-    """``maximum``, lowered so that the open connections leave ``reserve`` descriptors (or a
-    quarter of the soft limit, when that is more) to the rest of the process."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return maximum
-    return max(1, min(maximum, soft - _reserve(soft, reserve)))
-
-
-def accept_backlog(reserve: int = FD_RESERVE) -> int:
-    """The listen backlog: half the descriptors in reserve, at most 2048.
-
-    The event loop accepts every pending connection in one go, and the ones then closed
-    at a cap (or made room for) give their descriptors back only on the next turn: a
-    burst of at most a backlog takes from the reserve, and leaves half of it.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 2048
-    return max(16, min(2048, _reserve(soft, reserve) // 2))
-
-
-def raise_fd_limit(target: int = FD_LIMIT_TARGET) -> int:
-    """Raise the soft descriptor limit to ``target`` (at most the hard limit), as servers
-    commonly do at start; returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (OSError, ValueError):
-            return int(soft)
-        return int(want)
-    return int(soft)
-
-
-def peer_key(peername: object) -> str:
-    """The address connections are counted by: the IP (an IPv6 address's /64)."""
-    if not isinstance(peername, tuple) or not peername:
-        return ""
-    host = str(peername[0])
-    if ":" not in host:
-        return host
-    try:
-        address = ipaddress.IPv6Address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
-
-
-class ConnectionTable:
-    """The live connections of one server, by peer, and the body bytes they hold."""
-
-    def __init__(self, connections: set[HttpConnection], limits: Limits) -> None:
-        self.connections = connections
-        self.limits = limits
-        self.peers: dict[str, set[HttpConnection]] = {}
-        #: Body bytes being read or waiting in pipelines, across all connections.
-        self.buffered = 0
-        self.max_buffered = limits.max_buffered_bytes or max(
-            MAX_BUFFERED_BYTES, 2 * limits.max_body_bytes
-        )
-        self.cap = limits.max_connections
-        self.refresh()
-        self._warned = 0.0
-
-    def refresh(self) -> None:
-        """Follow the descriptor limit (another part of the process may change it)."""
-        self.cap = connection_cap(self.limits.max_connections, self.limits.fd_reserve)
-
-    def admit(self, conn: HttpConnection, peer: str) -> bool:
-        """Register ``conn`` from ``peer``, making room at a cap; False: no room."""
-        group = self.peers.get(peer)
-        per_peer = self.limits.max_connections_per_peer
-        if group is not None and len(group) >= per_peer:
-            self._evict(group, per_peer)
-            if len(group) >= per_peer:
-                self._warn(f"{peer or 'a client'} holds {len(group)} connections (the cap)")
-                return False
-        if len(self.connections) >= self.cap:
-            self._evict(self.connections, self.cap)
-            if len(self.connections) >= self.cap:
-                self._warn(f"{len(self.connections)} connections open (the cap)")
-                return False
-        self.connections.add(conn)
-        if group is None:
-            group = self.peers[peer] = set()
-        group.add(conn)
-        return True
-
-    def remove(self, conn: HttpConnection, peer: str) -> None:
-        self.connections.discard(conn)
-        group = self.peers.get(peer)
-        if group is not None:
-            group.discard(conn)
-            if not group:
-                del self.peers[peer]
-
-    def _evict(self, group: Iterable[HttpConnection], cap: int) -> None:
-        """Close the connections of ``group`` that hold nothing, longest quiet first: enough
-        for a sixteenth of ``cap`` to arrive before the next search."""
-        now = time.monotonic()
-        quiet: list[tuple[float, int, HttpConnection]] = []
-        for i, conn in enumerate(group):
-            since = conn.quiet_since(now)
-            if since is not None:
-                quiet.append((since, i, conn))
-        for _, _, conn in heapq.nsmallest(max(1, cap // 16), quiet):
-            conn.evict()
-
-    def _warn(self, what: str) -> None:
-        now = time.monotonic()
-        if now - self._warned > 60:
-            self._warned = now
-            log.warning("refusing new connections: %s", what)
 
 
 class _Stop(Exception):
@@ -417,29 +163,24 @@ class HttpConnection(asyncio.Protocol):
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         screen: Screen | None = None,
-        table: ConnectionTable | None = None,
+        table: ConnectionTable[HttpConnection] | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self._handler = handler
         self._screen = screen
+        self._on_refused = on_refused
         self._table = table or ConnectionTable(connections, Limits(max_body_bytes=max_body_bytes))
         limits = self._table.limits
         self._max_body = max_body_bytes
-        self._max_header_count = limits.max_header_count
-        self._max_header_bytes = limits.max_header_bytes
+        head = self._head = HeadReader(limits.max_header_count, limits.max_header_bytes)
+        # The parser calls the head's collectors itself: httptools looks each callback up
+        # on its protocol once, when it is made, so a header costs no call through here.
+        self.on_url = head.on_url
+        self.on_header = head.on_header
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._registered = False
-        self._url = b""
-        self._headers: dict[str, str] = {}
-        #: Headers sent more than once: every value, joined when the head is whole.
-        self._repeated: dict[str, list[str]] | None = None
-        #: The head being read is unfinished; it began in the chunk being parsed; the bytes
-        #: of the chunks wholly inside it (a header value httptools is still building).
-        self._in_head = False
-        self._began = False
-        self._head_chunks = 0
-        self._chunk_size = 0
         #: The request whose body is being read (None: between requests, or in its head).
         self._request: Request | None = None
         #: The screen refused the request being read: its body is read and dropped.
@@ -472,6 +213,7 @@ class HttpConnection(asyncio.Protocol):
             self.closing = True
             self._transport.write(_BUSY)
             self._transport.close()
+            self._report(503)
             return
         self._registered = True
         self.reading_since = time.monotonic()  # a silent new connection is a slow request
@@ -479,16 +221,19 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or self._failed:
             return
-        self._began = False
-        self._chunk_size = len(data)
+        head = self._head
+        head.began = False
+        head.chunk_size = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"upgrades are not supported")
         except httptools.HttpParserError:
             self._fail(400, b"malformed HTTP request")
-        if self._in_head and not self._failed:
-            self._head_unfinished()
+        if head.in_head and not self._failed:
+            refused = head.unfinished()
+            if refused is not None:
+                self._fail(*refused)
 
     def eof_received(self) -> bool:
         """The client closed its side: it is gone, as nginx and uvicorn judge it too.
@@ -513,9 +258,7 @@ class HttpConnection(asyncio.Protocol):
         # Let go of everything, the parser first: it refers back to this connection.
         self._parser = _NO_PARSER
         self._transport = None
-        self._headers = {}
-        self._repeated = None
-        self._url = b""
+        self._head.clear()
         self._request = None
         self._refused = None
         self.reading_since = self.idle_since = None
@@ -525,56 +268,40 @@ class HttpConnection(asyncio.Protocol):
         if current is not None and not current.finished:
             current.abandon()
 
-    # -- httptools callbacks -------------------------------------------------------
+    # -- httptools callbacks (on_url and on_header are the head's) -------------------
 
     def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._body_size = self._head_chunks = 0
-        self._in_head = self._began = True
+        head = self._head
+        head.url = b""
+        head.headers = {}
+        head.chunks = 0
+        head.in_head = head.began = True
+        self._body_size = 0
         self.idle_since = None
         if self.reading_since is None:
             self.reading_since = time.monotonic()
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        headers = self._headers
-        if key in headers:
-            self._repeat(key, value.decode("latin-1"))
-        else:
-            headers[key] = value.decode("latin-1")
-
-    def _repeat(self, key: str, text: str) -> None:
-        """A header sent again: its values are kept in a list (joined once, linear time)."""
-        repeated = self._repeated
-        if repeated is None:
-            repeated = self._repeated = {}
-        values = repeated.get(key)
-        if values is None:
-            repeated[key] = [self._headers[key], text]
-        else:
-            values.append(text)
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        headers = self._headers
+        head = self._head
+        head.in_head = False
+        headers = head.headers
         if (  # else the head is certainly within the limits: it came in one small chunk
-            self._repeated is not None
-            or len(headers) > self._max_header_count
-            or not self._began
-            or self._chunk_size > self._max_header_bytes
-        ) and self._head_refused(whole=True):
-            raise _Stop
+            head.repeated is not None
+            or len(headers) > head.max_count
+            or not head.began
+            or head.chunk_size > head.max_bytes
+        ):
+            refused = head.over_limits(whole=True)
+            if refused is not None:
+                self._fail(*refused)
+                raise _Stop
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._too_large()
             return
         if self.lost or self._failed or self.closing:
             return  # behind a request that closes the connection: never answered
-        path, _, query = self._url.decode("latin-1").partition("?")
+        path, _, query = head.url.decode("latin-1").partition("?")
         request = Request(
             method=self._parser.get_method().decode("latin-1"),
             path=path,
@@ -661,7 +388,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self._current = None
         if not responder.keep_alive:
-            self._close()
+            self.close()
             return
         if self._queue:
             if self._transport is not None and not self._failed:
@@ -672,7 +399,7 @@ class HttpConnection(asyncio.Protocol):
             self._refusal = None
             self._refuse(status, message)
         elif self._failed:
-            self._close()  # refused or gone: every answer that could go is out
+            self.close()  # refused or gone: every answer that could go is out
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self.lost and not self.closing:
@@ -691,7 +418,7 @@ class HttpConnection(asyncio.Protocol):
                 self._table.buffered -= len(item.body)
         self._queue.clear()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """Close after what is written so far; the rest of the client's bytes are ignored."""
         self.closing = True
         self.reading_since = None
@@ -709,99 +436,45 @@ class HttpConnection(asyncio.Protocol):
     def _too_large(self) -> None:
         self._fail(413, b"Payload Too Large: the limit is %d bytes" % self._max_body)
 
-    def _head_unfinished(self) -> None:
-        """A chunk ended inside a request's head: is it already over the limits?"""
-        if not self._began:  # the whole chunk is head (a header value is being built)
-            self._head_chunks += self._chunk_size
-        self._head_refused(whole=False)
-
-    def _head_refused(self, *, whole: bool) -> bool:
-        """Refuse (414, 431) a head over the limits, as far as it is read; ``whole``: it is
-        complete, and repeated headers are joined now."""
-        headers = self._headers
-        repeated = self._repeated
-        count = len(headers)
-        if repeated is not None:
-            count += sum(len(values) - 1 for values in repeated.values())
-        status = 0
-        if len(self._url) > self._max_header_bytes:
-            status = 414
-        elif count > self._max_header_count or self._head_chunks > self._max_header_bytes:
-            status = 431
-        else:
-            size = len(self._url) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-            if repeated is not None:
-                size += sum(len(v) + len(k) + 4 for k, vs in repeated.items() for v in vs[1:])
-            if size > self._max_header_bytes:
-                status = 431
-        if status == 414:
-            self._fail(414, b"URI Too Long: the limit is %d bytes" % self._max_header_bytes)
-        elif status == 431:
-            self._fail(
-                431,
-                b"Request Header Fields Too Large: the limits are %d header lines and %d bytes"
-                % (self._max_header_count, self._max_header_bytes),
-            )
-        elif whole and repeated is not None:
-            for key, values in repeated.items():
-                headers[key] = ", ".join(values)
-        if whole:
-            self._repeated = None
-        return status != 0
-
     def expire(self) -> None:
         """The request being read took too long: answer 408 and close."""
         self.reading_since = None
         self._fail(408, b"Request Timeout: the request did not arrive in time")
 
-    def quiet_since(self, now: float) -> float | None:
-        """Since when the connection holds nothing (None: it does), for eviction at a cap:
-        between requests with every answer out, or still sending a request's head."""
-        if self.closing or self.lost or self._failed or self._current is not None:
-            return None
-        if self._queue or self._request is not None:
-            return None
-        since = self.reading_since if self.reading_since is not None else self.idle_since
-        return now if since is None else since
+    @property
+    def head_read(self) -> bool:
+        """The head of the request being read is whole: its body is being read."""
+        return self._request is not None
+
+    @property
+    def answering(self) -> bool:
+        """An answer is being written, or requests wait for theirs."""
+        return self._current is not None or bool(self._queue)
+
+    @property
+    def holding(self) -> bool:
+        """It holds more than a request's head: a body, answers, a refusal."""
+        return self._failed or self._request is not None or self.answering
 
     def evict(self) -> None:
-        """Close to make room for others (the connection holds nothing, see ``quiet_since``):
-        at once, to give its descriptor back (a 503 first if a request has begun)."""
+        """Close to make room for others (it holds nothing: ``http_limits.quiet_since``), at
+        once, to give its descriptor back (a 503 first if a request has begun)."""
         if self._registered:
             self._registered = False
             self._table.remove(self, self._peer)
         if self.reading_since is not None and self._transport is not None:
             self._failed = True
             self._transport.write(_BUSY)
-        self._close()
+            self._report(503)
+        self.close()
 
-    def check_deadlines(
-        self,
-        now: float,
-        request_timeout: float | None,
-        head_timeout: float | None,
-        idle_timeout: float | None,
-    ) -> None:
-        """The watchdog's look at this connection (see the module docstring)."""
-        since = self.reading_since
-        if since is not None:
-            age = now - since
-            if (request_timeout is not None and age > request_timeout) or (
-                head_timeout is not None and self._request is None and age > head_timeout
-            ):
-                self.expire()
-            return
-        if self.lost:
-            return
-        if not self.closing and (self._current is not None or self._queue):
-            self.idle_since = None  # an answer is on its way
-        elif self.idle_since is None:
-            self.idle_since = now
-        elif idle_timeout is not None and now - self.idle_since > idle_timeout:
-            if self.closing:
-                self.abort()  # a client that does not read what we still have to write
-            else:
-                self._close()
+    def _report(self, status: int) -> None:
+        """Tell ``on_refused`` of an answer the server gives on its own."""
+        if self._on_refused is not None:
+            try:
+                self._on_refused(status)
+            except Exception:
+                log.exception("on_refused failed for a %d", status)
 
     def _fail(self, status: int, message: bytes) -> None:
         """Refuse what the client sends now: after the answers to the requests before it
@@ -809,12 +482,13 @@ class HttpConnection(asyncio.Protocol):
         if self._failed or self.closing:
             return
         self._failed = True
+        self._report(status)
         self.reading_since = None
         self._request = self._refused = None
         self._drop_body()  # the partial body of the refused request
         current = self._current
         if current is not None and current.streaming and not current.finished:
-            self._close()  # an event stream never ends by itself: it ends here, unanswered
+            self.close()  # an event stream never ends by itself: it ends here, unanswered
             return
         if current is not None and not self.lost:
             self._refusal = (status, message)
@@ -826,7 +500,7 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, status: int, message: bytes) -> None:
         transport = self._transport
         if transport is None or self.lost:
-            self._close()
+            self.close()
             return
         Responder(self, keep_alive=False).respond(
             status, [(b"content-type", b"text/plain; charset=utf-8")], message
@@ -848,31 +522,6 @@ class HttpConnection(asyncio.Protocol):
         self._linger = loop.call_later(LINGER_SECONDS, self.abort)
 
 
-async def _watch(
-    server: asyncio.Server,
-    table: ConnectionTable,
-    request_timeout: float | None,
-    head_timeout: float | None,
-    idle_timeout: float | None,
-) -> None:
-    """Enforce the connections' deadlines; follow the descriptor limit."""
-    interval = min([1.0, *(t / 2 for t in (request_timeout, head_timeout, idle_timeout) if t)])
-    while server.is_serving():
-        await asyncio.sleep(interval)
-        now = time.monotonic()
-        table.refresh()
-        for conn in list(table.connections):
-            conn.check_deadlines(now, request_timeout, head_timeout, idle_timeout)
-
-
-#: Watchdog tasks of live servers (kept referenced until they end).
-_WATCHDOGS: set[asyncio.Task[None]] = set()
-
-
-def _positive(value: float | None) -> float | None:
-    return value if value is not None and value > 0 else None
-
-
 async def start_server(
     handler: Handler,
     *,
@@ -889,13 +538,16 @@ async def start_server(
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
     fd_reserve: int = FD_RESERVE,
+    on_refused: OnRefused | None = None,
 ) -> tuple[asyncio.Server, set[HttpConnection]]:
     """Listen on ``host:port``; returns the server and its live connections.
 
     ``request_timeout=None`` turns the whole-request deadline off, ``head_timeout=None``
     the head's (it is never later than the whole request's), ``idle_timeout=None`` lets
-    idle connections stay. ``screen`` sees every request's head first (see ``Screen``);
-    the other arguments are ``Limits``.
+    idle connections stay. ``screen`` sees every request's head first (see ``Screen``).
+    ``on_refused`` is called once per answer the server gives on its own, with its status:
+    400, 408, 413, 414, 431, 503 (a cap or the body budget), 500 (the screen failed). The
+    other arguments are ``Limits``.
     """
     loop = asyncio.get_running_loop()
     connections: set[HttpConnection] = set()
@@ -911,19 +563,16 @@ async def start_server(
     table = ConnectionTable(connections, limits)
     server = await loop.create_server(
         lambda: HttpConnection(
-            handler, connections, max_body_bytes=max_body_bytes, screen=screen, table=table
+            handler,
+            connections,
+            max_body_bytes=max_body_bytes,
+            screen=screen,
+            table=table,
+            on_refused=on_refused,
         ),
         host,
         port,
         backlog=accept_backlog(fd_reserve),
     )
-    request_timeout = _positive(request_timeout)
-    head_timeout = _positive(head_timeout)
-    if head_timeout is not None and request_timeout is not None:
-        head_timeout = min(head_timeout, request_timeout)
-    idle_timeout = _positive(idle_timeout)
-    if request_timeout is not None or head_timeout is not None or idle_timeout is not None:
-        task = loop.create_task(_watch(server, table, request_timeout, head_timeout, idle_timeout))
-        _WATCHDOGS.add(task)
-        task.add_done_callback(_WATCHDOGS.discard)
+    start_watchdog(server, table, request_timeout, head_timeout, idle_timeout)
     return server, connections

@@ -16,14 +16,16 @@ of after every server has been started.
 The gateway screens every request on its head (``GatewayHandler.screen``),
 so a request refused for its Host, Origin or credential is answered
 without the router holding its body; ``http_server`` bounds the rest of
-what clients can hold (headers, bodies in flight, connections, time).
+what clients can hold (headers, bodies in flight, connections, time), and
+what it refuses on its own is counted with the gateway's refusals
+(``mcp_fleet_http_rejections_total``, by ``REFUSAL_REASONS``).
 Opening raises the process's soft descriptor limit (to 65,536, or the hard limit)
 so the connection cap is not needlessly low; connections stay capped below
 it, leaving descriptors to the controller in the same process. Two
 variables tune the caps: ``MCP_FLEET_MAX_CONNECTIONS`` (default
-``http_server.MAX_CONNECTIONS``, and never more than the descriptor limit
+``http_limits.MAX_CONNECTIONS``, and never more than the descriptor limit
 allows) and ``MCP_FLEET_MAX_CONNECTIONS_PER_CLIENT`` (one address's
-connections; default ``http_server.MAX_CONNECTIONS_PER_PEER``).
+connections; default ``http_limits.MAX_CONNECTIONS_PER_PEER``).
 
 ``router_status`` is the status document the gateway's pages show: a
 controller's status (or the router's own view of its servers) with each
@@ -36,20 +38,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mcp_fleet import conventions
 from mcp_fleet.errors import RuntimeFailure
 from mcp_fleet.router.frontend_http import SSE_KEEPALIVE_SECONDS, HttpFrontend
-from mcp_fleet.router.http_server import (
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_PEER,
-    HttpConnection,
-    Request,
-    Responder,
-    raise_fd_limit,
-    start_server,
-)
+from mcp_fleet.router.http_limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, raise_fd_limit
+from mcp_fleet.router.http_messages import Request, Responder
+from mcp_fleet.router.http_server import HttpConnection, OnRefused, start_server
 from mcp_fleet.router.router import Router
 from mcp_fleet.status import ServerState
 
@@ -65,6 +61,16 @@ if TYPE_CHECKING:
 ENV_MAX_CONNECTIONS = "MCP_FLEET_MAX_CONNECTIONS"
 #: Connections from one client address at once, at most.
 ENV_MAX_CONNECTIONS_PER_CLIENT = "MCP_FLEET_MAX_CONNECTIONS_PER_CLIENT"
+#: The rejection metric's reason for each status the HTTP server refuses with on its own
+#: (a 500, the screen failing, is no refusal of the client's).
+REFUSAL_REASONS: Final = {
+    400: "malformed",
+    408: "body_timeout",
+    413: "body_too_large",
+    414: "headers_too_large",
+    431: "headers_too_large",
+    503: "busy",
+}
 
 
 def _env_count(name: str, default: int) -> int:
@@ -75,6 +81,19 @@ def _env_count(name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise RuntimeFailure(f"{name} must be a positive whole number, not {text!r}")
     return int(text)
+
+
+def count_refusals(gateway: Gateway) -> OnRefused:
+    """The HTTP server's ``on_refused`` for ``gateway``: each refusal of the server's own is
+    a rejection (``gate.reject``, so ``mcp_fleet_http_rejections_total``) by its reason."""
+    reject = gateway.gate.reject
+
+    def on_refused(status: int) -> None:
+        reason = REFUSAL_REASONS.get(status)
+        if reason is not None:
+            reject(reason)
+
+    return on_refused
 
 
 def router_status(router: Router, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -185,6 +204,7 @@ class HttpService:
                 screen=handler.screen,
                 max_connections=max_connections,
                 max_connections_per_peer=per_client,
+                on_refused=count_refusals(gateway),
             )
         except OSError as exc:
             await gateway.aclose()

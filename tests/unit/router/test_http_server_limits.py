@@ -26,16 +26,9 @@ from mcp_fleet.gateway.callback import build_gateway_handler
 from mcp_fleet.gateway.identity import AllowList, Identity
 from mcp_fleet.gateway.metrics import FleetMetrics
 from mcp_fleet.gateway.tokens import create_token
-from mcp_fleet.router.http_server import (
-    HttpConnection,
-    Request,
-    Responder,
-    accept_backlog,
-    connection_cap,
-    peer_key,
-    raise_fd_limit,
-    start_server,
-)
+from mcp_fleet.router.http_limits import accept_backlog, connection_cap, peer_key, raise_fd_limit
+from mcp_fleet.router.http_server import HttpConnection, Request, Responder, start_server
+from mcp_fleet.router.http_service import count_refusals
 from prometheus_client import CollectorRegistry
 from support import until
 
@@ -409,6 +402,96 @@ async def test_the_gateway_screens_heads_and_checks_each_request_once(tmp_path: 
             conn.abort()
     assert calls == [("/mcp", "token:alice", MIB)]
     assert checks == ["/mcp", "/mcp", "/login", "/mcp"]
+
+
+# -- refusals, reported ---------------------------------------------------------------------
+
+
+async def test_each_refusal_of_its_own_is_reported_once() -> None:
+    """``on_refused`` hears each refusal once, with its status, however much the refused
+    client still sends; the answers before a refusal are no refusals."""
+    refused: list[int] = []
+    chunk = b"%x\r\n" % (16 * KIB) + b"x" * 16 * KIB + b"\r\n"
+    cases = [
+        (b"GET /x HTTP/1.1\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (b"GET /" + b"a" * 70 * KIB + b" HTTP/1.1\r\n\r\n", 414),
+        (b"POST /x HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % MIB, 413),
+        (b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n" + chunk * 16, 413),
+        (b"\x00\x01 not HTTP\r\n\r\n", 400),
+    ]
+    async with serving(on_refused=refused.append, max_body_bytes=64 * KIB) as served:
+        for data, status in cases:
+            answer = await answer_to(served.port, data)
+            assert statuses(answer) == [status], answer[:300]
+        pipelined = b"GET /a HTTP/1.1\r\n\r\n" + cases[2][0]
+        assert statuses(await answer_to(served.port, pipelined)) == [200, 413]
+    assert refused == [status for _, status in cases] + [413]
+
+
+async def test_the_caps_and_deadlines_report_their_refusals() -> None:
+    refused: list[int] = []
+    async with serving(
+        on_refused=refused.append, max_connections_per_peer=1, head_timeout=0.3
+    ) as served:
+        # A silent connection: 408 once its head is late.
+        silent, silent_writer = await connect(served.port)
+        assert statuses(await read_all(silent)) == [408]
+        silent_writer.close()
+        await until(lambda: not served.connections, within=10, what="the silent one closed")
+        assert refused == [408]
+        # One that waits for its answer holds its place: the next one is refused (503).
+        reader, writer = await connect(served.port)
+        writer.write(b"GET /hold HTTP/1.1\r\n\r\n")
+        await until(lambda: served.held, within=10, what="an answer pending")
+        assert statuses(await answer_to(served.port, b"GET /x HTTP/1.1\r\n\r\n")) == [503]
+        assert refused == [408, 503]
+        served.held[0].respond(200, [], b"done")
+        assert await read_one(reader) == (200, b"done")
+        writer.close()
+
+
+async def test_the_servers_own_refusals_count_as_the_gateways_rejections(
+    tmp_path: Path,
+) -> None:
+    """A 413 and a 431 the server answers before the gateway sees the request are counted
+    in ``mcp_fleet_http_rejections_total``, wired as ``HttpService`` wires them."""
+    handler = build_gateway_handler(
+        lambda request, responder, identity: responder.respond(200, [], b"in"),
+        settings=GatewaySettings(home=tmp_path, max_body_bytes=64 * KIB),
+        status_provider=dict,
+        metrics=FleetMetrics(registry=CollectorRegistry(), process_collectors=False),
+    )
+    registry = handler.gateway.metrics.registry
+
+    def rejections(reason: str) -> float:
+        found = registry.get_sample_value("mcp_fleet_http_rejections_total", {"reason": reason})
+        return found or 0.0
+
+    server, connections = await start_server(
+        handler.handle,
+        host="127.0.0.1",
+        port=0,
+        max_body_bytes=handler.gateway.settings.max_body_bytes,
+        screen=handler.screen,
+        on_refused=count_refusals(handler.gateway),
+    )
+    port = server.sockets[0].getsockname()[1]
+    handler.server = ("127.0.0.1", port)
+    host = b"host: 127.0.0.1:%d\r\n" % port
+    try:
+        too_large = b"POST /mcp HTTP/1.1\r\n" + host + b"content-length: %d\r\n\r\n" % MIB
+        assert statuses(await answer_to(port, too_large)) == [413]
+        assert rejections("body_too_large") == 1
+        flood = b"".join(b"x-%d: v\r\n" % i for i in range(101))
+        assert statuses(await answer_to(port, b"GET /mcp HTTP/1.1\r\n" + host + flood)) == [431]
+        assert rejections("headers_too_large") == 1
+        assert rejections("body_too_large") == 1
+        assert rejections("unauthenticated") == 0, "the gate never saw them"
+    finally:
+        await handler.aclose()
+        server.close()
+        for conn in list(connections):
+            conn.abort()
 
 
 # -- connections -----------------------------------------------------------------------
