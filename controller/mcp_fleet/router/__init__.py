@@ -8,7 +8,9 @@ Client side
     fleet it connects to is there.
   - ``frontend_http``: streamable HTTP on ``/mcp`` and legacy SSE, on
     ``http_server`` (a small HTTP/1.1 server: httptools parsing, answers
-    written from callbacks); ``http_service`` puts the gateway
+    written from callbacks; ``http_messages``: what a handler sees;
+    ``http_head``: a request's head within its limits; ``http_limits``: the
+    limits, connection accounting and watchdog); ``http_service`` puts the gateway
     (``mcp_fleet.gateway``) around it; ``session_token`` signs session ids any
     replica can serve; ``callpolicy`` applies a client's allow-lists, limits,
     metrics and audit to each of its calls.
