@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,8 @@ from router_support import (
     tool_names,
     until_tools,
 )
-from support import free_port, until
+from support import fleet_up, free_port, until
+from support.fleet_up import Up, stop_up
 from testbed_images import SERVERS_IMAGE, server_in_image
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -67,54 +66,9 @@ def write_fleet(home: Path, *, docker_runtime: bool) -> None:
     (home / "registry.yaml").write_text("registry:\n  counter: {}\n")
 
 
-@dataclass
-class Up:
-    """One ``mcp-fleet up`` process and what it wrote to stderr."""
-
-    proc: asyncio.subprocess.Process
-    url: str
-    lines: list[str] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-
 async def start_up(home: Path, *extra: str, max_instances: int = 32) -> Up:
-    env = {**os.environ, ENV_MAX_INSTANCES: str(max_instances)}
-    proc = await asyncio.create_subprocess_exec(
-        PY, "-c", LAUNCH, "up", "--port", "0", "--dir", str(home), *extra,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT), env=env,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    lines: list[str] = []
-    url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def read() -> None:
-        assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            lines.append(text)
-            found = re.search(r" on (http://\S+)", text)
-            if found and not url.done():
-                url.set_result(found.group(1))
-        if not url.done():
-            url.set_exception(AssertionError("up exited:\n" + "\n".join(lines[-30:])))
-
-    up = Up(proc, "", lines, asyncio.create_task(read()))
-    up.url = await asyncio.wait_for(url, 60)
-    return up
-
-
-async def stop_up(up: Up, *, sig: int = signal.SIGTERM) -> None:
-    if up.proc.returncode is None:
-        up.proc.send_signal(sig)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(up.proc.wait(), 30)
-    if up.proc.returncode is None:
-        up.proc.kill()
-        await up.proc.wait()
-    if up.reader is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(up.reader, 5)
+    """``mcp-fleet up`` with at most ``max_instances`` per-client instances."""
+    return await fleet_up.start_up(home, *extra, env={ENV_MAX_INSTANCES: str(max_instances)})
 
 
 @contextlib.asynccontextmanager

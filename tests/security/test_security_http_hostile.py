@@ -40,13 +40,11 @@ import pytest
 from support import until
 from support.fleet_up import (
     ECHO,
-    LAUNCH,
-    PY,
-    ROOT,
     Up,
     create_token,
     process_entry,
     running_up,
+    start_up,
     stop_up,
     write_fleet,
 )
@@ -222,32 +220,10 @@ CATALOG = 'version: "2"\nregistry:\n  echo:\n{echo}  later:\n{echo}'
 
 async def start_limited_up(home: Path, nofile: int) -> Up:
     """``mcp-fleet up --port 0`` whose descriptor limit (soft and hard) is ``nofile``."""
-    launch = (
-        "import resource\n"
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))\n" + LAUNCH
+    preamble = (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))\n"
     )
-    proc = await asyncio.create_subprocess_exec(
-        PY, "-c", launch, "up", "--port", "0", "--dir", str(home),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
-    )  # fmt: skip
-    up = Up(proc)
-    url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def read() -> None:
-        assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            up.lines.append(text)
-            found = re.search(r" on (http://\S+/mcp)", text)
-            if found and not url.done():
-                url.set_result(found.group(1))
-        if not url.done():
-            url.set_exception(AssertionError("up exited:\n" + "\n".join(up.lines[-40:])))
-
-    up.reader = asyncio.create_task(read())
-    up.url = await asyncio.wait_for(url, 90)
-    return up
+    return await start_up(home, preamble=preamble)
 
 
 @contextlib.asynccontextmanager

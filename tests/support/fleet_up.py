@@ -89,10 +89,15 @@ class Up:
         return "\n".join(self.lines)
 
 
-async def start_up(home: Path, *extra: str, env: Mapping[str, str] | None = None) -> Up:
-    """Start ``mcp-fleet up --port 0 --dir HOME EXTRA`` and wait until it listens."""
+async def start_up(
+    home: Path, *extra: str, env: Mapping[str, str] | None = None, preamble: str = ""
+) -> Up:
+    """Start ``mcp-fleet up --port 0 --dir HOME EXTRA`` and wait until it listens.
+
+    ``preamble`` is Python run in the process first (e.g. to lower a resource limit).
+    """
     proc = await asyncio.create_subprocess_exec(
-        PY, "-c", LAUNCH, "up", "--port", "0", "--dir", str(home), *extra,
+        PY, "-c", preamble + LAUNCH, "up", "--port", "0", "--dir", str(home), *extra,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, cwd=str(ROOT), env={**os.environ, **(env or {})},
     )  # fmt: skip
