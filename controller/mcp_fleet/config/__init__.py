@@ -14,6 +14,10 @@ Inside: ``yamlsource`` (YAML with lines), ``schema`` (pydantic edge models),
 ``catalogs``/``registry``/``secrets`` (one loader per file kind),
 ``templates``, ``resolve`` (the assembly), ``yamledit``/``registry_edit``/
 ``catalog_import`` (comment-preserving edits).
+
+Owns the fleet files; imports only the shared modules at the top of
+``mcp_fleet`` (never the controller, runtimes, router, gateway or CLI:
+``lint-imports``, pyproject.toml), so anything may read a fleet.
 """
 
 from mcp_fleet.config.atomic import atomic_write

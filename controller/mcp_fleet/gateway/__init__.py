@@ -30,4 +30,8 @@ router's hot path stays free of policy code and each piece is testable alone:
 
 Nothing is imported here, so ``import mcp_fleet.gateway.tokens`` (the CLI)
 does not load prometheus_client or PyJWT.
+
+Imports only ``config`` and the shared modules, never the router, the
+controller or the runtimes (``lint-imports``, pyproject.toml): the router
+uses the gateway, not the other way round.
 """

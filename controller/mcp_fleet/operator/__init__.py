@@ -14,4 +14,8 @@ Layers, from pure to I/O (planning imports no Kubernetes client):
 - ``registry_sync``: a registry ConfigMap's data -> the MCPServers it asks for (pure);
   ``registry_watch``: follows that one ConfigMap and applies the difference.
 - ``main``: ``mcp-fleet operator``. (The stdio bridge its pods run is ``mcp_fleet.bridge``.)
+
+Imports ``kube``, ``runtimes.docker_spec`` (container limits' grammar),
+config and the shared modules; never the router, the endpoint sources or
+the CLI (``lint-imports``, pyproject.toml).
 """

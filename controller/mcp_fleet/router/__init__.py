@@ -50,4 +50,11 @@ mcp_fleet.router``.
 
 Messages are forwarded as parsed JSON (orjson), not through the SDK's
 high-level server: see bench/router_bench.py for why.
+
+It serves whatever ``EndpointTable`` it is given and runs no server itself:
+it imports the gateway, config and the shared modules, never the
+controller (``reconcile``), the runtimes, the operator, ``kube`` or the
+endpoint sources that fill its table (``mcp_fleet.sources``); per-client
+instances come through the ``SessionLauncher`` it is handed
+(``lint-imports``, pyproject.toml).
 """
