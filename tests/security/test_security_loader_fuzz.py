@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from mcp_fleet.config import (
     import_catalog,
@@ -218,6 +218,9 @@ def test_catalog_import_of_a_random_file(workdir: Path, data: bytes, overwrite: 
 
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=inputs, enabled=st.booleans())
+# Keys the round-trip constructor took for numbers and crashed on (IndexError, ValueError).
+@example(data=b"registry:\n  -_:\n    image: '0'\nversion: '2'\n", enabled=False)
+@example(data=b"registry:\n  ._:\n    image: '0'\nversion: '2'\n", enabled=True)
 def test_registry_edit_of_a_random_file(workdir: Path, data: bytes, enabled: bool) -> None:
     path = fresh_home(workdir) / "registry.yaml"
     path.write_bytes(data)

@@ -17,6 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mcp_fleet.config.yamlsource import read_capped
 from mcp_fleet.errors import Diagnostic, FleetConfigError
@@ -93,6 +94,17 @@ class RoundTrip:
                     line=mark.line + 1 if mark is not None else None,
                 )
             ) from None
+        except (ValueError, IndexError, TypeError):
+            # ruamel's round-trip constructor fails on some plain scalars it takes for
+            # numbers ("-_", "._"): name the value's line, as for any other bad YAML.
+            raise FleetConfigError(
+                Diagnostic(
+                    message="invalid YAML: a plain value looks like a number but is not one"
+                    " (quote it)",
+                    file=path,
+                    line=_unreadable_line(text, indent),
+                )
+            ) from None
         if data is None:
             data = default if default is not None else CommentedMap()
         return cls(data, indent=indent)
@@ -101,6 +113,28 @@ class RoundTrip:
         out = io.StringIO()
         _yaml(self.indent).dump(self.data, out)
         return out.getvalue()
+
+
+def _unreadable_line(text: str, indent: Indent) -> int | None:
+    """The line of the first value the round-trip constructor cannot build, if found."""
+    yaml = _yaml(indent)
+    try:
+        root = yaml.compose(text)
+    except YAMLError:
+        return None
+    nodes: list[Node] = [root] if root is not None else []
+    while nodes:
+        node = nodes.pop(0)
+        if isinstance(node, ScalarNode):
+            try:
+                yaml.constructor.construct_object(node, deep=True)
+            except (ValueError, IndexError, TypeError):
+                return int(node.start_mark.line) + 1
+        elif isinstance(node, MappingNode):
+            nodes += [part for pair in node.value for part in pair]
+        elif isinstance(node, SequenceNode):
+            nodes += node.value
+    return None
 
 
 def ensure_map(parent: Any, key: str) -> Any:
