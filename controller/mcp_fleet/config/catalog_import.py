@@ -99,6 +99,13 @@ def import_catalog(
     registry = ensure_map(tgt_rt.data, "registry")
     src_registry = src_rt.data["registry"]
     for name in (*report.added, *report.changed):
+        if name not in src_registry:  # the editor reads YAML 1.2: 0E0 is a number there
+            raise FleetConfigError(
+                src_doc.diag(
+                    ("registry", name),
+                    f"server name {name!r} reads as a number in YAML 1.2; quote it ('{name}':)",
+                )
+            )
         registry[name] = src_registry[name]
     text = tgt_rt.dump()
     try:
