@@ -10,12 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from support import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mcpservers.yaml"
@@ -66,17 +66,15 @@ def log_of(proc: subprocess.Popen[bytes]) -> str:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"bridge exited with {proc.returncode}: {log_of(proc)}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("bridge not ready in time")
+            return False
+
+    until_sync(ready, within=timeout, every=0.1, what="bridge ready")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
